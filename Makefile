@@ -1,0 +1,62 @@
+# The two README commands: `make book` and `make test`. Both set themselves up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+MATHJAX_VERSION := 3.2.2
+MATHJAX := _mathjax/_static/mathjax/tex-mml-chtml.js
+NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
+# pytest-xdist workers for unit tests and nbval (2 cores on the project's machines)
+JOBS ?= 2
+JB_FLAGS ?=
+
+.PHONY: book test install mathjax unit nbval lint book-strict execute results clean
+
+book: install mathjax ## build the HTML book (renders the committed notebook outputs)
+	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+test: install mathjax lint unit nbval book-strict ## everything CI checks
+	@echo "make test: all checks passed"
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (moetheory)" >/dev/null
+	touch $@
+
+mathjax: $(MATHJAX) ## a local MathJax 3 from the npm registry, so math renders offline (not committed)
+
+$(MATHJAX):
+	rm -rf _mathjax && mkdir -p _mathjax/_static/mathjax _mathjax/tmp
+	cd _mathjax/tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	cp -r _mathjax/tmp/package/es5/. _mathjax/_static/mathjax/
+	rm -rf _mathjax/tmp
+
+lint: install
+	$(VENV)/bin/ruff check moetheory tests benchmarks book
+
+unit: install ## unit and property tests
+	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) tests
+
+nbval: install ## strict nbval: every chapter re-executed, every output compared
+	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/sanitize.cfg -p no:randomly $(NOTEBOOKS)
+
+book-strict: install mathjax ## the book with warnings as errors
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as nbval will run them
+	MOETHEORY_DEVICE=cpu $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=1200 --ExecutePreprocessor.kernel_name=python3 $(or $(NB),$(NOTEBOOKS))
+
+results: install ## record quick-scale results of every registered paper into results/
+	$(VENV)/bin/moetheory reproduce $$($(VENV)/bin/moetheory list | cut -d' ' -f1) --scale quick --device cpu \
+		--out results --no-progress > /dev/null || true
+
+clean:
+	rm -rf _build _mathjax

@@ -1,0 +1,153 @@
+"""Runtime: device resolution, seeding, thread control, scales and provenance.
+
+The MoE primer chapter introduces these; every experiment goes through them so that the same code runs on a
+2-core CPU (the notebooks, CI) and on a GPU (``--scale paper --device cuda``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from moetheory.checks import check_choice, check_int
+
+DEVICES = ("auto", "cpu", "cuda")
+SCALES = ("tiny", "quick", "paper")
+ENV_DEVICE = "MOETHEORY_DEVICE"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` into a ``torch.device``.
+
+    ``"auto"`` (or ``None``) reads ``MOETHEORY_DEVICE`` first, then picks CUDA when it is available.
+    Asking for CUDA on a machine without it is an error, never a silent fall-back to the CPU.
+    """
+    if isinstance(device, torch.device):
+        device = device.type
+    if device is None or device == "auto":
+        device = os.environ.get(ENV_DEVICE, "auto") or "auto"
+        check_choice(ENV_DEVICE, device, DEVICES)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_choice("device", device, DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available here; use device='cpu' or 'auto'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); return a CPU ``torch.Generator`` seeded the same way."""
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_threads(n: int | None = 1) -> int:
+    """Pin torch's intra-op threads (``None`` keeps the current setting); returns the number in use.
+
+    On a 2-core machine, two processes that each use two threads make small-matrix training up to 10x slower,
+    so notebooks and benchmarks pin one thread.
+    """
+    if n is not None:
+        torch.set_num_threads(check_int("threads", n, 1))
+    return torch.get_num_threads()
+
+
+def check_scale(scale: str) -> str:
+    """Validate an experiment scale name: ``tiny`` (tests), ``quick`` (notebooks, CI) or ``paper``."""
+    return check_choice("scale", scale, SCALES)
+
+
+def progress(iterable=None, *, total=None, desc=None, enabled: bool = False, **kwargs):
+    """A tqdm progress bar on stderr, off unless ``enabled`` (notebooks keep stderr clean for nbval)."""
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False, **kwargs)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the interpreter and the numerical stack, for provenance records."""
+    import matplotlib
+    import scipy
+    import sympy
+
+    from moetheory import __version__
+
+    return {
+        "moetheory": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "sympy": sympy.__version__,
+        "matplotlib": matplotlib.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+
+
+def device_description(device: torch.device) -> str:
+    """``cpu`` or ``cuda (NVIDIA H100 ...)``: what ran an experiment."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def git_revision(root: Path = REPO_ROOT) -> str:
+    """The checked-out commit (with ``+dirty`` when the tree has changes), or ``unknown`` outside git."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def config_dict(config) -> dict:
+    """A JSON-ready dict of a dataclass config (tuples become lists)."""
+    if not is_dataclass(config):
+        raise TypeError(f"config must be a dataclass instance; got {type(config).__name__}")
+    return json.loads(json.dumps(asdict(config), default=str))
+
+
+def replace_config(config, **overrides):
+    """``dataclasses.replace`` with a clear error for unknown fields (and the config's own validation)."""
+    from dataclasses import replace
+
+    names = [f.name for f in fields(config)]
+    for key in overrides:
+        check_choice(f"{type(config).__name__} field", key, names)
+    return replace(config, **overrides)
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
