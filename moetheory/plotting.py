@@ -54,3 +54,11 @@ def band(ax, x, values, *, label=None, color=None, alpha: float = 0.2):
     line = ax.plot(x, values.mean(0), label=label, color=color)[0]
     ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=alpha, linewidth=0)
     return line
+
+
+def glue_figure(name: str, fig) -> None:
+    """Hand ``fig`` to myst-nb's ``glue`` under ``name`` (for a ``{glue:figure}`` with caption) and close it."""
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
