@@ -44,9 +44,10 @@ class Claim:
             raise ValueError(f"claim id must look like '<paper>/<slug>' (lower case, digits, '-'); got {self.id!r}")
         if self.paper_value is None:
             raise ValueError(f"{self.id}: paper_value is required; pass ledger.NOT_REPORTED when there is none")
-        if not isinstance(self.holds, (bool,)) and type(self.holds).__name__ != "bool_":
+        holds = _plain(self.holds)
+        if not isinstance(holds, bool):
             raise ValueError(f"{self.id}: holds must be a bool; got {type(self.holds).__name__}")
-        object.__setattr__(self, "holds", bool(self.holds))
+        object.__setattr__(self, "holds", holds)
         object.__setattr__(self, "reproduced", _plain(self.reproduced))
         object.__setattr__(self, "paper_value", _plain(self.paper_value))
 

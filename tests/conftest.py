@@ -1,0 +1,60 @@
+"""Shared test set-up: one torch thread (2-core machines), CPU device, a toy registered paper for CLI tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from moetheory import papers
+from moetheory.checks import check_float, check_int
+from moetheory.ledger import NOT_REPORTED, Claim
+
+torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    n: int = 100  # samples
+    threshold: float = 0.2  # claim holds when the sample mean is above it
+    fail: bool = False  # force the claim to fail
+
+    def __post_init__(self):
+        check_int("n", self.n, 1)
+        check_float("threshold", self.threshold)
+
+
+@dataclass
+class ToyResult:
+    mean: float
+    config: ToyConfig
+
+    def metrics(self):
+        return {"mean": self.mean}
+
+
+def toy_config(scale):
+    return {"tiny": ToyConfig(n=10), "quick": ToyConfig(), "paper": ToyConfig(n=1000)}[scale]
+
+
+def toy_run(config, device="auto", progress=False):
+    g = torch.Generator().manual_seed(0)
+    return ToyResult(mean=float(torch.rand(config.n, generator=g).mean()) + (0.0 if not config.fail else -1.0),
+                     config=config)
+
+
+def toy_claims(result):
+    return [Claim("toy/mean-above", "mean of U[0,1) samples exceeds the threshold", NOT_REPORTED,
+                  result.mean, result.mean > result.config.threshold, criterion="mean > threshold")]
+
+
+TOY = papers.Paper(name="toy", title="A toy paper for tests", cite_key="none", config=toy_config, run=toy_run,
+                   claims=toy_claims)
+
+
+@pytest.fixture
+def toy_registry(monkeypatch):
+    real = papers.registry
+    monkeypatch.setattr(papers, "registry", lambda: {**real(), "toy": TOY})
+    return TOY

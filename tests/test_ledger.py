@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from moetheory.ledger import NOT_REPORTED, Claim, Ledger, beside, fmt, load_claims
+
+
+def make(id_="p/a", holds=True, ours=0.5):
+    return Claim(id_, "a statement", 1.0, ours, holds, criterion="ours < 1")
+
+
+def test_claim_validates_id_and_paper_value():
+    with pytest.raises(ValueError, match="claim id must look like '<paper>/<slug>'"):
+        Claim("NoSlash", "s", 1.0, 1.0, True)
+    with pytest.raises(ValueError, match="paper_value is required; pass ledger.NOT_REPORTED"):
+        Claim("p/a", "s", None, 1.0, True)
+    with pytest.raises(ValueError, match="holds must be a bool"):
+        Claim("p/a", "s", 1.0, 1.0, "yes")
+    assert Claim("p/a", "s", NOT_REPORTED, 1.0, True).paper == "p"
+
+
+def test_numpy_and_torch_scalars_become_plain():
+    import numpy as np
+    import torch
+
+    c = Claim("p/a", "s", np.float64(1.5), torch.tensor(2.0), np.bool_(True))
+    assert type(c.paper_value) is float and type(c.reproduced) is float and c.holds is True
+
+
+def test_ledger_all_hold_lookup_and_duplicates():
+    led = Ledger([make("p/a"), make("p/b", holds=False)])
+    assert not led.all_hold and Ledger([make("p/a")]).all_hold
+    assert led["p/b"].holds is False
+    with pytest.raises(KeyError, match="no claim 'p/c'; have: p/a, p/b"):
+        led["p/c"]
+    with pytest.raises(ValueError, match="duplicate claim ids: p/a"):
+        Ledger([make("p/a"), make("p/a")])
+
+
+def test_json_round_trip(tmp_path):
+    led = Ledger([make("p/a"), make("p/b", holds=False, ours="text")])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"claims": led.to_json()}))
+    back = load_claims(path)
+    assert back.to_json() == led.to_json()
+
+
+def test_table_rendering_is_rounded_and_stable():
+    led = Ledger([make("p/a", ours=0.123456), make("p/b", ours=12345.678)])
+    text = repr(led)
+    assert "0.123" in text and "0.123456" not in text and "1.23e+04" in text
+    assert "<table" in led._repr_html_()
+    assert fmt(True) == "True" and fmt(3) == "3" and fmt(99.456, 3) == "99.5" and fmt(1e-5) == "1.00e-05"
+
+
+def test_beside_marks_missing_recorded_runs():
+    quick = Ledger([make("p/a"), make("p/b")])
+    table = beside(quick, None)
+    assert list(table["ours (paper scale)"]) == ["not run", "not run"]
+    table = beside(quick, Ledger([make("p/a", ours=0.25)]))
+    assert list(table["ours (paper scale)"]) == ["0.25", "absent"]

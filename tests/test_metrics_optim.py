@@ -1,0 +1,73 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moetheory import metrics, optim
+
+
+def test_dispatch_entropy_extremes():
+    pairs = torch.arange(32 * 3) % 32
+    cluster = pairs // 8  # every (cluster, expert) pair three times
+    pure = cluster * 2  # each cluster to its own expert
+    mixed = pairs % 8  # every expert sees every cluster equally
+    assert metrics.dispatch_entropy(cluster, pure, 4, 8).item() == 0.0
+    assert metrics.dispatch_entropy(cluster, mixed, 4, 8).item() == pytest.approx(math.log(4))
+
+
+def test_dispatch_entropy_matches_formula_per_seed():
+    g = torch.Generator().manual_seed(0)
+    cluster = torch.randint(0, 3, (2, 200), generator=g)
+    expert = torch.randint(0, 5, (2, 200), generator=g)
+    got = metrics.dispatch_entropy(cluster, expert, 3, 5)
+    for s in range(2):
+        total = 0.0
+        for m in range(5):
+            rows = cluster[s][expert[s] == m]
+            if len(rows):
+                p = np.bincount(rows.numpy(), minlength=3) / len(rows)
+                total += len(rows) / 200 * -sum(q * math.log(q) for q in p if q > 0)
+        assert got[s].item() == pytest.approx(total)
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(1, 6), d=st.integers(1, 5), seed=st.integers(0, 1000), sign=st.booleans())
+def test_permutation_error_is_zero_on_permuted_truth(k, d, seed, sign):
+    rng = np.random.default_rng(seed)
+    truth = rng.standard_normal((k, d))
+    perm = rng.permutation(k)
+    flips = rng.choice([-1.0, 1.0], size=(k, 1)) if sign else 1.0
+    assert metrics.permutation_error(truth[perm] * flips, truth, sign_invariant=sign) == pytest.approx(0, abs=1e-9)
+    noisy = truth[perm] + 0.1
+    assert metrics.permutation_error(noisy, truth) <= np.linalg.norm(noisy - truth) + 1e-12
+
+
+def test_overlap_is_scale_free_cosine():
+    u = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    w = torch.tensor([0.0, -2.0])
+    torch.testing.assert_close(metrics.overlap(u, w), torch.tensor([0.8, 0.0]))
+
+
+def test_spherical_sgd_stays_on_sphere_and_descends():
+    torch.manual_seed(0)
+    target = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    w = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    before = (w @ target).clone()
+    for _ in range(50):
+        optim.spherical_sgd_(w, -target.expand_as(w), lr=0.1, clip=1.0)  # gradient of -<w, target>
+    torch.testing.assert_close(w.norm(dim=-1), torch.ones(5))
+    assert ((w @ target) > before).all() and ((w @ target) > 0.99).all()
+
+
+def test_normalized_gd_takes_steps_of_length_lr_per_block():
+    w = torch.zeros(2, 3, 4, requires_grad=True)  # (seed, expert, d)
+    b = torch.zeros(2, 3, requires_grad=True)
+    w.grad = torch.randn(2, 3, 4) * torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1)
+    b.grad = torch.zeros(2, 3)
+    optim.normalized_gd_([w, b], lr=0.01)
+    torch.testing.assert_close(w.detach().norm(dim=-1), torch.full((2, 3), 0.01))
+    with pytest.raises(ValueError, match="lr must be a finite number > 0.0"):
+        optim.normalized_gd_([w, b], lr=0)
