@@ -90,3 +90,44 @@ def load_report(name: str, scale: str, results_dir: str | Path = RESULTS_DIR) ->
     if not path.exists():
         return None
     return Report.from_json(json.loads(path.read_text()))
+
+
+def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
+    """One row per claim of paper ``name``: the paper's value beside ours at quick and at paper scale.
+
+    Reads the recorded reports ``results/<name>-quick.json`` and ``results/<name>-paper.json``; a scale that has
+    not been recorded shows "not run".
+    """
+    import pandas as pd
+
+    from moetheory.ledger import fmt
+
+    reports = {scale: load_report(name, scale, results_dir) for scale in ("quick", "paper")}
+    ids, rows = [], {}
+    for scale, report in reports.items():
+        for claim in report.claims if report else ():
+            if claim.id not in rows:
+                ids.append(claim.id)
+                rows[claim.id] = {"statement": claim.statement, "paper": fmt(claim.paper_value),
+                                  "source": claim.source, "criterion": claim.criterion}
+            rows[claim.id][f"ours ({scale})"] = fmt(claim.reproduced)
+            rows[claim.id][f"holds ({scale})"] = claim.holds
+    columns = ["statement", "paper", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)", "criterion",
+               "source"]
+    table = pd.DataFrame([rows[i] for i in ids], index=pd.Index(ids, name="claim"), columns=columns)
+    return table.fillna("not run")
+
+
+def summary_table(results_dir: str | Path = RESULTS_DIR):
+    """Per registered paper: how many claims hold in the recorded quick and paper-scale runs."""
+    import pandas as pd
+
+    rows = []
+    for name in papers.registry():
+        row = {"paper": name}
+        for scale in ("quick", "paper"):
+            report = load_report(name, scale, results_dir)
+            row[f"{scale} scale"] = (f"{sum(c.holds for c in report.claims)} of {len(report.claims)} hold"
+                          if report else "not run")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["paper", "quick scale", "paper scale"]).set_index("paper")

@@ -153,3 +153,16 @@ def dense_combine(all_outputs: torch.Tensor, routing: Routing) -> torch.Tensor:
     mask = torch.zeros(s, n, e, dtype=all_outputs.dtype, device=all_outputs.device)
     mask = mask.scatter_add(-1, routing.index, routing.weight.to(all_outputs.dtype))  # (S, n, E)
     return torch.einsum("sne,sen...->sn...", mask, all_outputs).reshape(s, n, *extra)
+
+
+def load_balancing_loss(routing: Routing) -> torch.Tensor:
+    """Switch Transformer auxiliary loss per seed ``(S,)``: ``E * sum_e f_e P_e``.
+
+    ``f_e`` is the fraction of assignments sent to expert e and ``P_e`` the mean router probability of e; it equals
+    1 for perfectly balanced routing and grows as routing collapses onto few experts (Fedus et al. 2022).
+    """
+    n_experts = routing.logits.shape[-1]
+    probs = torch.softmax(routing.logits, -1)  # (S, n, E)
+    counts = torch.zeros_like(probs).scatter_add(-1, routing.index, torch.ones_like(routing.weight))
+    fraction = counts.mean(1) / routing.index.shape[-1]  # (S, E)
+    return n_experts * (fraction * probs.mean(1)).sum(-1)
