@@ -10,13 +10,13 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 JOBS ?= 2
 JB_FLAGS ?=
 
-.PHONY: book test install mathjax unit nbval lint book-strict execute results clean
+.PHONY: book test install mathjax unit nbval lint citation book-strict execute results clean
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: install mathjax lint unit nbval book-strict ## everything CI checks
+test: install mathjax lint citation unit nbval book-strict ## everything CI checks
 	@echo "make test: all checks passed"
 
 install: $(STAMP)
@@ -40,6 +40,10 @@ $(MATHJAX):
 lint: install
 	$(VENV)/bin/ruff check moetheory tests benchmarks book
 
+citation: ## validate CITATION.cff (cffconvert pins an old jsonschema: its own small venv)
+	test -x .venv-cff/bin/cffconvert || ($(PYTHON) -m venv .venv-cff && .venv-cff/bin/pip install --quiet cffconvert)
+	.venv-cff/bin/cffconvert --validate -i CITATION.cff
+
 unit: install ## unit and property tests
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) tests
 
@@ -59,4 +63,4 @@ results: install ## record quick-scale results of every registered paper into re
 		--out results --no-progress > /dev/null || true
 
 clean:
-	rm -rf _build _mathjax
+	rm -rf _build _mathjax .venv-cff
