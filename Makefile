@@ -17,7 +17,7 @@ book: install mathjax ## build the HTML book (renders the committed notebook out
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 test: install mathjax lint citation unit nbval book-strict ## everything CI checks
-	@echo "make test: all checks passed"
+	@echo "[$$(date +%T)] make test: all checks passed"
 
 install: $(STAMP)
 
@@ -28,6 +28,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (moetheory)" >/dev/null
 	touch $@
+	@echo "[$$(date +%T)] install done"
 
 mathjax: $(MATHJAX) ## a local MathJax 3 from the npm registry, so math renders offline (not committed)
 
@@ -39,6 +40,7 @@ $(MATHJAX):
 
 lint: install
 	$(VENV)/bin/ruff check moetheory tests benchmarks book
+	@echo "[$$(date +%T)] lint done"
 
 citation: ## validate CITATION.cff (cffconvert pins an old jsonschema: its own small venv)
 	test -x .venv-cff/bin/cffconvert || ($(PYTHON) -m venv .venv-cff && .venv-cff/bin/pip install --quiet cffconvert)
@@ -46,13 +48,16 @@ citation: ## validate CITATION.cff (cffconvert pins an old jsonschema: its own s
 
 unit: install ## unit and property tests
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) tests
+	@echo "[$$(date +%T)] unit tests done"
 
 nbval: install ## strict nbval: every chapter re-executed, every output compared
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/sanitize.cfg -p no:randomly $(NOTEBOOKS)
+		--nbval-sanitize-with tests/sanitize.cfg $(NOTEBOOKS)
+	@echo "[$$(date +%T)] nbval done"
 
 book-strict: install mathjax ## the book with warnings as errors
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "[$$(date +%T)] strict book build done"
 
 execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as nbval will run them
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
