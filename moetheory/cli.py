@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", help="write DIR/<paper>-<scale>.json (atomically) for each paper")
     rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                      help="override a config field, e.g. --set n_seeds=5 (repeatable)")
+    rep.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="torch CPU threads (default 1: fastest for these small models on small, shared CPUs)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -81,6 +83,10 @@ def _cmd_list() -> int:
 
 def _cmd_reproduce(args) -> int:
     # Validate every name, the scale, the device and the overrides before running anything.
+    try:
+        runtime.set_threads(args.threads)
+    except ValueError as err:
+        raise UsageError(f"--threads: {err}") from None
     plans = []
     for name in args.names:
         try:

@@ -48,6 +48,7 @@ def test_json_output_has_the_contract_fields(capsys, toy_registry, tmp_path):
         (["reproduce", "toy", "--set", "n=0"], "n must be an integer >= 1; got 0"),
         (["reproduce", "toy", "--set", "n"], "--set expects FIELD=VALUE"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["reproduce", "toy", "--threads", "0"], "--threads: threads must be an integer >= 1; got 0"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(capsys, toy_registry, argv, message):
