@@ -166,7 +166,7 @@ def gaussian_expectation(expr, z: sp.Symbol) -> sp.Expr:
     if expr.is_polynomial(t):
         poly = sp.Poly(sp.expand(expr), t)
         value = sum(c * _moment(m[0]) for m, c in zip(poly.monoms(), poly.coeffs(), strict=True))
-        return sp.nsimplify(value, rational=False)
+        return sp.expand(value)
     return _cached_expectation(expr)
 
 
@@ -191,7 +191,7 @@ def _polynomial_coefficients(poly: sp.Poly, max_degree: int) -> list[sp.Expr]:
         for j, a in _monomial_to_he(n).items():
             if j <= max_degree:
                 he_coeffs[j] += c * a
-    return [sp.nsimplify(sp.expand(a * sp.sqrt(sp.factorial(k)))) for k, a in enumerate(he_coeffs)]
+    return [sp.expand(a * sp.sqrt(sp.factorial(k))) for k, a in enumerate(he_coeffs)]
 
 
 def _coefficient(g: sp.Expr, t: sp.Symbol, k: int, smooth: bool) -> sp.Expr:
@@ -277,7 +277,7 @@ def shifted_coefficients(f, z: sp.Symbol, mu: sp.Symbol, max_degree: int) -> lis
         # E[g(Z + mu) h_k(Z)] = E[G(Z + mu)] with G(u) = g(u) h_k(u - mu): pieces keep their own breakpoints
         return [sp.simplify(_expectation(sp.expand(g * h(k, t - mu)), t, shift=mu))
                 for k in range(max_degree + 1)]
-    degree = sp.Poly(g, t).degree()
+    degree = max(sp.Poly(g, t).degree(), 0)
     c = hermite_coefficients(g, t, degree)
     out = []
     for k in range(max_degree + 1):
