@@ -179,6 +179,17 @@ def test_config_validation():
         paper.Config(n_seeds=0)
     with pytest.raises(ValueError, match="scale"):
         paper.config("huge")
+    with pytest.raises(ValueError, match="stop_fraction"):
+        paper.Config(stop_fraction=0.2)
+
+
+def test_stop_fraction_censors_only_the_slowest_runs():
+    gen = torch.Generator().manual_seed(1)
+    out = paper.samples_to_recovery(3, (8, 16), 10, 0.5, 0.5, 40.0, gen, torch.device("cpu"),
+                                    stop_fraction=0.6)
+    crossed = ~np.isnan(out)
+    assert np.all(crossed.mean(1) >= 0.6)
+    assert np.all(np.isfinite(np.median(np.nan_to_num(out, nan=np.inf), axis=1)))
 
 
 def test_samples_to_recovery_deterministic_and_in_range():
