@@ -55,8 +55,10 @@ def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> tor
     hess = torch.zeros(seeds, k - 1, d, k - 1, d, dtype=x.dtype, device=x.device)
     for lo in range(0, n, CHUNK):  # -Hessian = mean_n (diag p - p p^T) (x) x x^T, accumulated in blocks
         pc, xc = p[:, lo:lo + CHUNK], x[:, lo:lo + CHUNK]
-        cov = torch.diag_embed(pc) - pc.unsqueeze(-1) * pc.unsqueeze(-2)  # (S, c, k-1, k-1)
-        hess += torch.einsum("scab,sci,scj->saibj", cov, xc, xc) / n
+        cov = (torch.diag_embed(pc) - pc.unsqueeze(-1) * pc.unsqueeze(-2)).flatten(-2)  # (S, c, (k-1)^2)
+        outer = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).flatten(-2)  # (S, c, d^2)
+        block = (cov.transpose(-1, -2) @ outer).view(seeds, k - 1, k - 1, d, d)  # one bmm
+        hess += block.permute(0, 1, 3, 2, 4) / n
     size = (k - 1) * d
     hess = hess.reshape(seeds, size, size) + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
     step = torch.linalg.solve(hess, grad.reshape(seeds, size)).reshape(seeds, k - 1, d)

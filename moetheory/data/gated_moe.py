@@ -78,16 +78,18 @@ def sample_batch(n: int, regressors: torch.Tensor, gating: torch.Tensor, nonline
     return x, link(nonlinearity)(t) + noise_std * e
 
 
-def random_parameters(seeds: int, d: int, k: int, gating_norm: float, orthogonal: bool,
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random unit regressors ``(S, k, d)`` and gating rows of norm ``gating_norm`` (last row zero), projected
-    orthogonal to span(A) when ``orthogonal`` (the paper's assumption), left as drawn otherwise."""
+def random_parameters(seeds: int, d: int, k: int, gating_norm: float, generator: torch.Generator,
+                      overlap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random unit regressors ``(S, k, d)`` and gating ``(S, k, d)`` (last row zero).
+
+    Gating row i is a random vector orthogonal to span(A) of norm ``gating_norm`` (the paper's assumption) plus
+    ``overlap * a_i``: ``overlap = 0`` satisfies the assumption, ``overlap > 0`` breaks it by a known amount.
+    """
     a = torch.randn(seeds, k, d, generator=generator, dtype=torch.float64)
     a = a / a.norm(dim=-1, keepdim=True)
     w = torch.randn(seeds, k, d, generator=generator, dtype=torch.float64)
-    if orthogonal:
-        q, _ = torch.linalg.qr(a.transpose(1, 2))  # (S, d, k) orthonormal basis of span(A)
-        w = w - (w @ q) @ q.transpose(1, 2)
-    w = gating_norm * w / w.norm(dim=-1, keepdim=True)
+    q, _ = torch.linalg.qr(a.transpose(1, 2))  # (S, d, k) orthonormal basis of span(A)
+    w = w - (w @ q) @ q.transpose(1, 2)
+    w = gating_norm * w / w.norm(dim=-1, keepdim=True) + overlap * a
     w[:, -1] = 0.0
     return a, w
