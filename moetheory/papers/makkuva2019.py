@@ -206,12 +206,11 @@ def _failures(cfg: Config, dev, gen, progress) -> list:
         x, y = sample_batch(reg.n, a, w, "linear", cfg.noise_std, gen)
         a0, w0 = (t.to(dev) for t in random_start(s, reg.n_experts, reg.d, gen, collapsed=reg.collapsed))
         a_t = tensor.estimate_regressors(x, y, reg.n_experts, "linear", cfg.noise_std, generator=gen)["regressors"]
+        opts = {"max_iter": cfg.em_max_iter, "tol": cfg.em_tol}
         errs = {
-            "random-init EM": errors(joint_em(x, y, a0, w0, "linear", cfg.noise_std, max_iter=cfg.em_max_iter, tol=cfg.em_tol)[0],
-                                     None, a, w)[0],
+            "random-init EM": errors(joint_em(x, y, a0, w0, "linear", cfg.noise_std, **opts)[0], None, a, w)[0],
             "tensor": errors(a_t, None, a, w)[0],
-            "tensor-init EM": errors(joint_em(x, y, a_t, w0, "linear", cfg.noise_std, max_iter=cfg.em_max_iter, tol=cfg.em_tol)[0],
-                                     None, a, w)[0],
+            "tensor-init EM": errors(joint_em(x, y, a_t, w0, "linear", cfg.noise_std, **opts)[0], None, a, w)[0],
         }
         row = {"regime": reg.name, "d": reg.d, "k": reg.n_experts, "n": reg.n, "seeds": s}
         for m, e in errs.items():
@@ -279,8 +278,9 @@ def claims(result: Result) -> list[Claim]:
               "Without gating orthogonal to the regressors the tensor estimate is biased: its error plateaus in n.",
               ledger.NOT_REPORTED, f"slopes {slope_free:.3f} (overlap) vs {slope_orth:.3f} (orthogonal)",
               slope_free > PLATEAU_SLOPE and slope_orth < RATE_SLOPE,
-              criterion=f"over n = {list(cfg.panel_sizes)}: slope of log median error > {PLATEAU_SLOPE} with gating row "
-                        f"i = orthogonal part + {cfg.panel_overlap} a_i, and < {RATE_SLOPE} with orthogonal gating",
+              criterion=f"over n = {list(cfg.panel_sizes)}: slope of log median error > {PLATEAU_SLOPE} with "
+                        f"gating row i = orthogonal part + {cfg.panel_overlap} a_i, and < {RATE_SLOPE} with "
+                        "orthogonal gating",
               source=src),
         Claim("makkuva2019/transform-constants",
               "The output-transform constants: linear alpha=0, beta=-3(1+sigma^2), gamma=0, c3=6, c2=2 exactly; "
