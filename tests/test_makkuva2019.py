@@ -45,7 +45,8 @@ def test_transform_kills_low_order_terms_monte_carlo(g):
     rng = np.random.default_rng(1)
     n, sigma = 400_000, 0.5
     z = rng.standard_normal(n)
-    link = {"linear": lambda t: t, "sigmoid": lambda t: 1 / (1 + np.exp(-t)), "relu": lambda t: np.maximum(t, 0)}[g]
+    link = {"linear": lambda t: t, "sigmoid": lambda t: 1 / (1 + np.exp(-t)),
+            "relu": lambda t: np.maximum(t, 0)}[g]
     y = link(z) + sigma * rng.standard_normal(n)
     c = tensor.transform_constants(g, sigma)
     s3, s2 = (t.numpy() for t in tensor.output_transforms(torch.from_numpy(y), c))
@@ -157,7 +158,8 @@ def test_tiny_runs_end_to_end_with_every_claim():
     assert got == {"makkuva2019/tensor-consistency", "makkuva2019/gating-em-recovery",
                    "makkuva2019/orthogonality-needed", "makkuva2019/transform-constants"}
     metrics = result.metrics()
-    assert set(metrics["sweep"]) >= {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam"}
+    methods = {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam"}
+    assert set(metrics["sweep"]) >= methods
     import json
 
     json.dumps(metrics)
