@@ -1,0 +1,150 @@
+"""Likelihood-based estimation of the gated MoE (Makkuva et al. 2019; Jordan & Jacobs 1994): gating EM with the
+regressors fixed (step 3 of the paper's algorithm), joint EM over regressors and gating, and maximum likelihood by
+Adam. Compared in ``book/makkuva2019.ipynb``.
+
+Everything is batched over a leading seed axis: ``X (S, n, d)``, ``y (S, n)``, regressors ``A (S, k, d)`` and gating
+``W (S, k, d)`` with the last row zero (the reference expert). Same code on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from moetheory.data.gated_moe import link
+
+CHUNK = 8192  # rows per block when accumulating (k d) x (k d) curvature matrices
+
+
+def link_derivative(nonlinearity: str):
+    """g' for the links of :func:`moetheory.data.gated_moe.link`."""
+    return {"linear": torch.ones_like, "sigmoid": lambda t: torch.sigmoid(t) * (1 - torch.sigmoid(t)),
+            "relu": lambda t: (t > 0).to(t.dtype)}[nonlinearity]
+
+
+def log_joint(x, y, a, w, nonlinearity: str, noise_std: float) -> torch.Tensor:
+    """log softmax_i(W x_n) + log N(y_n; g(a_i^T x_n), sigma^2): ``(S, n, k)``."""
+    mean = link(nonlinearity)(x @ a.transpose(-1, -2))
+    log_lik = -0.5 * ((y.unsqueeze(-1) - mean) / noise_std) ** 2 - math.log(noise_std * math.sqrt(2 * math.pi))
+    return torch.log_softmax(x @ w.transpose(-1, -2), -1) + log_lik
+
+
+def log_likelihood(x, y, a, w, nonlinearity: str, noise_std: float) -> torch.Tensor:
+    """Mean log-likelihood per seed ``(S,)``."""
+    return torch.logsumexp(log_joint(x, y, a, w, nonlinearity, noise_std), -1).mean(-1)
+
+
+def responsibilities(x, y, a, w, nonlinearity: str, noise_std: float) -> torch.Tensor:
+    """E-step: posterior expert probabilities r_ni ``(S, n, k)``."""
+    return torch.softmax(log_joint(x, y, a, w, nonlinearity, noise_std), -1)
+
+
+def _gating_objective(x, r, w, l2):
+    """Q(W) = mean_n sum_i r_ni log softmax_i(W x_n) - l2/2 ||W||^2 per seed."""
+    return (r * torch.log_softmax(x @ w.transpose(-1, -2), -1)).sum(-1).mean(-1) - 0.5 * l2 * w.square().sum((-1, -2))
+
+
+def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> torch.Tensor:
+    """M-step for the gating: one damped Newton step on the concave soft-label multinomial logistic regression
+    ``max_W mean_n sum_i r_ni log softmax_i(W x_n)`` with the last row of W held at zero."""
+    seeds, n, d = x.shape
+    k = w.shape[-2]
+    p = torch.softmax(x @ w.transpose(-1, -2), -1)[..., :-1]  # (S, n, k-1)
+    grad = ((r[..., :-1] - p).transpose(-1, -2) @ x) / n - l2 * w[:, :-1]  # (S, k-1, d)
+    hess = torch.zeros(seeds, k - 1, d, k - 1, d, dtype=x.dtype, device=x.device)
+    for lo in range(0, n, CHUNK):  # -Hessian = mean_n (diag p - p p^T) (x) x x^T, accumulated in blocks
+        pc, xc = p[:, lo:lo + CHUNK], x[:, lo:lo + CHUNK]
+        cov = (torch.diag_embed(pc) - pc.unsqueeze(-1) * pc.unsqueeze(-2)).flatten(-2)  # (S, c, (k-1)^2)
+        outer = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).flatten(-2)  # (S, c, d^2)
+        block = (cov.transpose(-1, -2) @ outer).view(seeds, k - 1, k - 1, d, d)  # one bmm
+        hess += block.permute(0, 1, 3, 2, 4) / n
+    size = (k - 1) * d
+    hess = hess.reshape(seeds, size, size) + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
+    step = torch.linalg.solve(hess, grad.reshape(seeds, size)).reshape(seeds, k - 1, d)
+    step = torch.cat([step, torch.zeros_like(step[:, :1])], 1)
+    before = _gating_objective(x, r, w, l2)
+    scale = torch.ones(seeds, 1, 1, dtype=x.dtype, device=x.device)
+    for _ in range(max_halvings):  # backtrack per seed until Q does not decrease
+        worse = _gating_objective(x, r, w + scale * step, l2) < before - 1e-12
+        if not bool(worse.any()):
+            break
+        scale = torch.where(worse[:, None, None], scale / 2, scale)
+    return w + scale * step
+
+
+def regressor_step(x, y, r, a, nonlinearity: str) -> torch.Tensor:
+    """M-step for the regressors: one Gauss-Newton step of the weighted least squares per expert
+    (exact weighted least squares for the linear link)."""
+    seeds, n, d = x.shape
+    t = x @ a.transpose(-1, -2)  # (S, n, k)
+    deriv = link_derivative(nonlinearity)(t)
+    resid = y.unsqueeze(-1) - link(nonlinearity)(t)
+    rhs = ((r * deriv * resid).transpose(-1, -2) @ x) / n  # (S, k, d)
+    weight = r * deriv**2
+    gram = torch.zeros(seeds, a.shape[-2], d, d, dtype=x.dtype, device=x.device)
+    for lo in range(0, n, CHUNK):
+        xc = x[:, lo:lo + CHUNK]
+        gram += torch.einsum("sci,scp,scq->sipq", weight[:, lo:lo + CHUNK], xc, xc) / n
+    gram += 1e-9 * torch.eye(d, dtype=x.dtype, device=x.device)
+    return a + torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def _converged(old, new, tol):
+    return (new - old).flatten(1).norm(dim=-1) <= tol * (1 + old.flatten(1).norm(dim=-1))
+
+
+def gating_em(x, y, a, w, nonlinearity: str, noise_std: float, *, max_iter: int = 200, tol: float = 1e-6):
+    """EM for the gating with the regressors fixed. Returns ``(W, n_iter)`` with ``n_iter (S,)`` per seed."""
+    n_iter = torch.full((x.shape[0],), max_iter, dtype=torch.long, device=x.device)
+    for it in range(1, max_iter + 1):
+        new = gating_newton_step(x, responsibilities(x, y, a, w, nonlinearity, noise_std), w)
+        done = _converged(w, new, tol)
+        n_iter = torch.where(done & (n_iter == max_iter), torch.full_like(n_iter, it), n_iter)
+        w = new
+        if bool((n_iter < max_iter).all()):
+            break
+    return w, n_iter
+
+
+def joint_em(x, y, a, w, nonlinearity: str, noise_std: float, *, max_iter: int = 200, tol: float = 1e-6):
+    """Joint EM over (A, W) (Jordan & Jacobs 1994): E-step, then a regressor and a gating M-step.
+    Returns ``(A, W, n_iter)``; the regressors are not normalised (compare directions after normalising)."""
+    n_iter = torch.full((x.shape[0],), max_iter, dtype=torch.long, device=x.device)
+    for it in range(1, max_iter + 1):
+        r = responsibilities(x, y, a, w, nonlinearity, noise_std)
+        new_a, new_w = regressor_step(x, y, r, a, nonlinearity), gating_newton_step(x, r, w)
+        done = _converged(torch.cat([a, w], -1), torch.cat([new_a, new_w], -1), tol)
+        n_iter = torch.where(done & (n_iter == max_iter), torch.full_like(n_iter, it), n_iter)
+        a, w = new_a, new_w
+        if bool((n_iter < max_iter).all()):
+            break
+    return a, w, n_iter
+
+
+def adam_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000, lr: float = 0.02):
+    """Maximum likelihood by full-batch Adam on (A, W[:-1]) from the given start. Returns ``(A, W)``."""
+    a = a.detach().clone().requires_grad_(True)
+    w_free = w[:, :-1].detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([a, w_free], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
+        loss = -log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum()  # seeds are independent
+        loss.backward()
+        opt.step()
+    w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
+    return a.detach(), w_full.detach()
+
+
+def random_start(seeds: int, k: int, d: int, generator: torch.Generator, *, collapsed: bool = False,
+                 dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random initialisation: unit regressors and N(0, 1/d) gating rows (last row zero). ``collapsed``: every
+    expert starts at one random direction plus 1e-3 noise (a start from which EM has to break symmetry)."""
+    a = torch.randn(seeds, k, d, generator=generator, dtype=dtype)
+    if collapsed:
+        a = a[:, :1] + 1e-3 * a
+    a = a / a.norm(dim=-1, keepdim=True)
+    w = torch.randn(seeds, k, d, generator=generator, dtype=dtype) / math.sqrt(d)
+    w[:, -1] = 0.0
+    return a, w
