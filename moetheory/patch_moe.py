@@ -328,7 +328,7 @@ def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "
         opt.step()
         if keep is not None:
             with torch.no_grad():
-                for p, old in zip((w, b), keep):
+                for p, old in zip((w, b), keep, strict=True):
                     p.copy_(torch.where(active.view(-1, 1, 1), p, old))
     with torch.no_grad():
         def acc(xx, yy):
