@@ -55,42 +55,55 @@ def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 class PatchActivationSum(torch.autograd.Function):
-    """``h[g, r, f] = sum_p sigma(<x[g, r, p], w[g, :, f]> + b[g, 0, f])`` computed block by block over rows.
+    """``h[g, r, f] = sum_p sigma(<x[g, r, p], w[g, :, f]> + b[g, 0, f])`` computed block by block.
 
-    The pre-activations ``z`` (rows x P x F per group) are never stored: each block of rows is recomputed in the
-    backward pass while it sits in cache (4-5x faster on a CPU than materialising ``z`` for 16,000 rows).
-    ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``, ``b`` ``(G, 1, F)``.
+    The pre-activations ``z`` (rows x P x F per group) are never stored: each block of groups (or of rows, when one
+    group is too big) is recomputed in the backward pass while it sits in cache (4-5x faster on a CPU than
+    materialising ``z`` for 16,000 rows). ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``,
+    ``b`` ``(G, 1, F)``.
     """
 
     @staticmethod
     def forward(ctx, x, w, b, activation):
         ctx.save_for_backward(x, w, b)
         ctx.activation = activation
-        groups, rows, n_patches, dim = max(x.shape[0], w.shape[0]), *x.shape[1:]
+        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
         out = x.new_empty(groups, rows, w.shape[-1])
-        for start, stop in _blocks(rows, groups * n_patches * w.shape[-1]):
-            z = torch.baddbmm(b, x[:, start:stop].reshape(x.shape[0], -1, dim).expand(groups, -1, -1), w)
-            out[:, start:stop] = _activate(z, activation).view(groups, stop - start, n_patches, -1).sum(2)
+        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
+            xb = _x_block(x, g0, g1, r0, r1)
+            z = torch.baddbmm(b[g0:g1], xb, w[g0:g1])
+            out[g0:g1, r0:r1] = _activate(z, activation).view(g1 - g0, r1 - r0, n_patches, -1).sum(2)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, w, b = ctx.saved_tensors
-        groups, rows, n_patches, dim = max(x.shape[0], w.shape[0]), *x.shape[1:]
+        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
         gw, gb = torch.zeros_like(w), torch.zeros_like(b)
-        for start, stop in _blocks(rows, groups * n_patches * w.shape[-1]):
-            xb = x[:, start:stop].reshape(x.shape[0], -1, dim).expand(groups, -1, -1)
-            dz = DERIVATIVES[ctx.activation](torch.baddbmm(b, xb, w))
-            dz = dz.view(groups, stop - start, n_patches, -1).mul_(grad[:, start:stop].unsqueeze(2))
-            dz = dz.view(groups, -1, dz.shape[-1])
-            gw.baddbmm_(xb.transpose(1, 2), dz)
-            gb += dz.sum(1, keepdim=True)
+        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
+            xb = _x_block(x, g0, g1, r0, r1)
+            dz = DERIVATIVES[ctx.activation](torch.baddbmm(b[g0:g1], xb, w[g0:g1]))
+            dz = dz.view(g1 - g0, r1 - r0, n_patches, -1).mul_(grad[g0:g1, r0:r1].unsqueeze(2))
+            dz = dz.view(g1 - g0, -1, dz.shape[-1])
+            gw[g0:g1].baddbmm_(xb.transpose(1, 2), dz)
+            gb[g0:g1] += dz.sum(1, keepdim=True)
         return None, gw, gb, None
 
 
-def _blocks(rows: int, floats_per_row: int):
-    size = max(1, CHUNK_FLOATS // max(1, floats_per_row))
-    return [(s, min(s + size, rows)) for s in range(0, rows, size)]
+def _x_block(x: torch.Tensor, g0: int, g1: int, r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` of groups ``g0:g1`` of ``x`` ``(G|1, R, P, d)`` as ``(g1 - g0, (r1 - r0) P, d)``."""
+    xb = x[g0:g1, r0:r1] if x.shape[0] > 1 else x[:, r0:r1].expand(g1 - g0, -1, -1, -1)
+    return xb.reshape(g1 - g0, -1, x.shape[-1])
+
+
+def _blocks(groups: int, rows: int, floats_per_row: int) -> list[tuple[int, int, int, int]]:
+    """Blocks ``(g0, g1, r0, r1)`` of about :data:`CHUNK_FLOATS` pre-activations: whole groups when they fit."""
+    per_group = rows * floats_per_row
+    if per_group <= CHUNK_FLOATS:
+        step = CHUNK_FLOATS // max(1, per_group)
+        return [(g, min(g + step, groups), 0, rows) for g in range(0, groups, step)]
+    step = max(1, CHUNK_FLOATS // max(1, floats_per_row))
+    return [(g, g + 1, r, min(r + step, rows)) for g in range(groups) for r in range(0, rows, step)]
 
 
 def filter_sums(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
@@ -138,15 +151,55 @@ class MoEState:
         n_seeds, n_experts, dim, n_filters = self.weight.shape
         route = self.router(xsum.expand(n_seeds, *xsum.shape), generator=self.generator)
         plan = routing.plan_dispatch(route.index, n_experts)
-        size = n_seeds * n_experts * plan.capacity * rows.shape[1]
+        tiles = plan_tiles(plan)
+        size = tiles.n_tiles * TILE_ROWS * rows.shape[1]
         if self.workspace is None or self.workspace.numel() < size:
             self.workspace = rows.new_empty(int(size * 1.25))
-        buf = dispatch_shared(rows, plan, self.workspace[:size].view(-1, rows.shape[1]))
-        buf = buf.view(n_seeds * n_experts, plan.capacity, *([] if self.activation == "linear" else [-1]), dim)
-        logits = cnn_logits(buf, self.weight.view(-1, dim, n_filters), self.bias.view(-1, 1, n_filters),
-                            self.activation, n_patches=n_patches)
-        out = routing.combine(logits.view(n_seeds, n_experts, plan.capacity, 2), plan, route.weight)
-        return torch.softmax(out, -1), route  # the official softmax before cross-entropy
+        buf = dispatch_tiles(rows, plan, tiles, self.workspace[:size].view(-1, rows.shape[1]))
+        buf = buf.view(tiles.n_tiles, TILE_ROWS, *([] if self.activation == "linear" else [-1]), dim)
+        w = self.weight.view(-1, dim, n_filters)[tiles.group]  # (tiles, d, F): each tile's expert
+        b = self.bias.view(-1, 1, n_filters)[tiles.group]
+        logits = cnn_logits(buf, w, b, self.activation, n_patches=n_patches)  # (tiles, TILE_ROWS, 2)
+        gate = route.weight.reshape(-1)[plan.order].unsqueeze(-1)  # (A, 1) raw noisy logit (or softmax prob)
+        out = logits.new_zeros(n_seeds * plan.n_tokens, 2)
+        out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, logits.view(-1, 2)[tiles.position] * gate)
+        return torch.softmax(out.view(n_seeds, plan.n_tokens, 2), -1), route  # the official softmax before CE
+
+
+TILE_ROWS = 128
+"""Rows per tile: each (seed, expert) group is padded to a multiple of this, not to the largest group."""
+
+
+@dataclass
+class Tiles:
+    """A tiled layout of sorted assignments: every tile holds ``TILE_ROWS`` rows of one (seed, expert) group."""
+
+    group: torch.Tensor  # (n_tiles,) seed * E + expert of each tile
+    position: torch.Tensor  # (A,) flat row (tile * TILE_ROWS + offset) of each sorted assignment
+    n_tiles: int
+
+
+def plan_tiles(plan: routing.DispatchPlan) -> Tiles:
+    """Tiles for a :class:`moetheory.routing.DispatchPlan`.
+
+    The foundation's ``dispatch`` pads every expert to the largest expert's row count; once cubic experts
+    specialise, half of them receive nothing and the other half twice their share, so that buffer doubles the
+    work. Tiles pad each group only to a multiple of ``TILE_ROWS``.
+    """
+    counts = plan.counts.reshape(-1)
+    per_group = (counts + TILE_ROWS - 1) // TILE_ROWS
+    first = torch.cumsum(per_group, 0) - per_group
+    group = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), per_group)
+    g = plan.seed * plan.counts.shape[1] + plan.expert
+    position = (first[g] + plan.slot // TILE_ROWS) * TILE_ROWS + plan.slot % TILE_ROWS
+    return Tiles(group, position, int(group.numel()))
+
+
+def dispatch_tiles(rows: torch.Tensor, plan: routing.DispatchPlan, tiles: Tiles, out: torch.Tensor | None = None):
+    """Rows ``(n + 1, f)`` (the last one zero, for padding) gathered into tiles ``(n_tiles * TILE_ROWS, f)``."""
+    source = torch.full((tiles.n_tiles * TILE_ROWS,), rows.shape[0] - 1, device=rows.device)
+    source[tiles.position] = plan.token
+    return torch.index_select(rows, 0, source, out=out) if out is not None else rows.index_select(0, source)
 
 
 def dispatch_shared(rows: torch.Tensor, plan: routing.DispatchPlan, out: torch.Tensor | None = None):
