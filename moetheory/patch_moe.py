@@ -1,0 +1,389 @@
+"""Chen et al. (2022)'s models: a shared-filter CNN on patches, alone or as the experts of a top-1 MoE.
+
+Derived and used in the chen2022 chapter. Everything carries a leading seed axis ``S`` (and an expert axis ``E``)
+so that all seeds of one configuration train in one batched step; the MoE dispatches each example to its expert by
+sort (:mod:`moetheory.routing`), so an expert computes only its own rows.
+
+Official code (uclaml/MoE) rather than the paper's equations where they differ:
+
+- the expert output is multiplied by the raw noisy router logit ``h_m(x) + U[0, 1)`` (not a softmax probability),
+- the MoE output goes through a softmax and then through ``cross_entropy`` (a second softmax), so the loss can
+  never go below ``log(1 + e^-1)``,
+- the router noise stays on at test time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from moetheory import metrics, routing
+from moetheory.checks import check_choice, check_float, check_int
+from moetheory.experts import ACTIVATIONS, get_activation
+from moetheory.optim import normalized_gd_
+
+MIN_LOSS = math.log(1 + math.exp(-1))
+"""The infimum of the official MoE loss: cross-entropy after a softmax of two probabilities."""
+
+
+def init_filters(shape: tuple[int, ...], dim: int, scale: float, generator: torch.Generator, device) -> tuple:
+    """Weights ``(*shape, dim, F)`` and biases ``(*shape, 1, F)`` like ``nn.Conv1d(1, F, dim)`` (U(+-1/sqrt(dim))),
+    times ``scale``; ``shape`` holds the leading (seed[, expert]) axes and the filter count last."""
+    *lead, n_filters = shape
+    bound = scale / math.sqrt(dim)
+    w = (torch.rand((*lead, dim, n_filters), generator=generator) * 2 - 1) * bound
+    b = (torch.rand((*lead, 1, n_filters), generator=generator) * 2 - 1) * bound
+    return w.to(device).requires_grad_(), b.to(device).requires_grad_()
+
+
+DERIVATIVES = {
+    "cubic": lambda z: 3 * z * z,
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
+    "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+    "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+}
+CHUNK_FLOATS = 1 << 19
+"""Elements of one row block of pre-activations (2 MiB of float32: the per-core L2 cache of the test machine)."""
+
+
+def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
+    return z * z * z if activation == "cubic" else get_activation(activation)(z)
+
+
+class PatchActivationSum(torch.autograd.Function):
+    """``h[g, r, f] = sum_p sigma(<x[g, r, p], w[g, :, f]> + b[g, 0, f])`` computed block by block.
+
+    The pre-activations ``z`` (rows x P x F per group) are never stored: each block of groups (or of rows, when one
+    group is too big) is recomputed in the backward pass while it sits in cache (4-5x faster on a CPU than
+    materialising ``z`` for 16,000 rows). ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``,
+    ``b`` ``(G, 1, F)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, activation):
+        ctx.save_for_backward(x, w, b)
+        ctx.activation = activation
+        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
+        out = x.new_empty(groups, rows, w.shape[-1])
+        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
+            xb = _x_block(x, g0, g1, r0, r1)
+            z = torch.baddbmm(b[g0:g1], xb, w[g0:g1])
+            out[g0:g1, r0:r1] = _activate(z, activation).view(g1 - g0, r1 - r0, n_patches, -1).sum(2)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w, b = ctx.saved_tensors
+        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
+        gw, gb = torch.zeros_like(w), torch.zeros_like(b)
+        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
+            xb = _x_block(x, g0, g1, r0, r1)
+            dz = DERIVATIVES[ctx.activation](torch.baddbmm(b[g0:g1], xb, w[g0:g1]))
+            dz = dz.view(g1 - g0, r1 - r0, n_patches, -1).mul_(grad[g0:g1, r0:r1].unsqueeze(2))
+            dz = dz.view(g1 - g0, -1, dz.shape[-1])
+            gw[g0:g1].baddbmm_(xb.transpose(1, 2), dz)
+            gb[g0:g1] += dz.sum(1, keepdim=True)
+        return None, gw, gb, None
+
+
+def _x_block(x: torch.Tensor, g0: int, g1: int, r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` of groups ``g0:g1`` of ``x`` ``(G|1, R, P, d)`` as ``(g1 - g0, (r1 - r0) P, d)``."""
+    xb = x[g0:g1, r0:r1] if x.shape[0] > 1 else x[:, r0:r1].expand(g1 - g0, -1, -1, -1)
+    return xb.reshape(g1 - g0, -1, x.shape[-1])
+
+
+def _blocks(groups: int, rows: int, floats_per_row: int) -> list[tuple[int, int, int, int]]:
+    """Blocks ``(g0, g1, r0, r1)`` of about :data:`CHUNK_FLOATS` pre-activations: whole groups when they fit."""
+    per_group = rows * floats_per_row
+    if per_group <= CHUNK_FLOATS:
+        step = CHUNK_FLOATS // max(1, per_group)
+        return [(g, min(g + step, groups), 0, rows) for g in range(0, groups, step)]
+    step = max(1, CHUNK_FLOATS // max(1, floats_per_row))
+    return [(g, g + 1, r, min(r + step, rows)) for g in range(groups) for r in range(0, rows, step)]
+
+
+def filter_sums(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
+                n_patches: int | None = None) -> torch.Tensor:
+    """``sum_p sigma(<w_f, x_p> + b_f)`` per filter: ``x`` ``(G|1, rows, P, d)``, ``weight`` ``(G, d, F)``,
+    ``bias`` ``(G, 1, F)`` -> ``(G, rows, F)``. A linear CNN may get ``x`` already summed over patches
+    ``(G|1, rows, d)`` (same values and gradients, ``P`` times cheaper) with ``n_patches`` given."""
+    if activation == "linear":
+        n_patches = n_patches or x.shape[-2]
+        return torch.matmul(x if x.dim() == 3 else x.sum(-2), weight) + n_patches * bias
+    return PatchActivationSum.apply(x, weight, bias, activation)
+
+
+def cnn_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
+               n_patches: int | None = None) -> torch.Tensor:
+    """Class logits ``(G, rows, 2)`` of ``G`` shared-filter CNNs (arguments of :func:`filter_sums`): the first
+    ``F/2`` filters vote for class 0, the rest for class 1 (the official ``Conv1d`` + split)."""
+    h = filter_sums(x, weight, bias, activation, n_patches)
+    return h.reshape(*h.shape[:-1], 2, h.shape[-1] // 2).sum(-1)
+
+
+@dataclass
+class MoEState:
+    """A batch of Chen MoEs: router and expert parameters for ``S`` seeds."""
+
+    router: routing.Router  # weight (S, E, d), zero init
+    weight: torch.Tensor  # (S, E, d, F)
+    bias: torch.Tensor  # (S, E, 1, F)
+    activation: str
+    generator: torch.Generator  # router noise
+
+    workspace: torch.Tensor | None = None  # reused dispatch buffer (fresh 100 MB tensors cost page faults)
+
+    def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(n, P, d)`` -> (expert rows with a zero row appended ``(n + 1, f)``, patch sums ``(n, d)``).
+
+        A linear expert needs only the patch sum (``f = d``); a nonlinear one every patch (``f = P d``).
+        """
+        xsum = x.sum(-2)
+        rows = xsum if self.activation == "linear" else x.reshape(x.shape[0], -1)
+        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]), xsum
+
+    def forward(self, rows: torch.Tensor, xsum: torch.Tensor, n_patches: int):
+        """Arguments from :meth:`inputs`; returns (softmax output ``(S, n, 2)``, the Routing)."""
+        n_seeds, n_experts, dim, n_filters = self.weight.shape
+        route = self.router(xsum.expand(n_seeds, *xsum.shape), generator=self.generator)
+        plan = routing.plan_dispatch(route.index, n_experts)
+        tiles = plan_tiles(plan)
+        size = tiles.n_tiles * TILE_ROWS * rows.shape[1]
+        if self.workspace is None or self.workspace.numel() < size:
+            self.workspace = rows.new_empty(int(size * 1.25))
+        buf = dispatch_tiles(rows, plan, tiles, self.workspace[:size].view(-1, rows.shape[1]))
+        buf = buf.view(tiles.n_tiles, TILE_ROWS, *([] if self.activation == "linear" else [-1]), dim)
+        w = self.weight.view(-1, dim, n_filters)[tiles.group]  # (tiles, d, F): each tile's expert
+        b = self.bias.view(-1, 1, n_filters)[tiles.group]
+        logits = cnn_logits(buf, w, b, self.activation, n_patches=n_patches)  # (tiles, TILE_ROWS, 2)
+        gate = route.weight.reshape(-1)[plan.order].unsqueeze(-1)  # (A, 1) raw noisy logit (or softmax prob)
+        out = logits.new_zeros(n_seeds * plan.n_tokens, 2)
+        out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, logits.view(-1, 2)[tiles.position] * gate)
+        return torch.softmax(out.view(n_seeds, plan.n_tokens, 2), -1), route  # the official softmax before CE
+
+
+TILE_ROWS = 128
+"""Rows per tile: each (seed, expert) group is padded to a multiple of this, not to the largest group."""
+
+
+@dataclass
+class Tiles:
+    """A tiled layout of sorted assignments: every tile holds ``TILE_ROWS`` rows of one (seed, expert) group."""
+
+    group: torch.Tensor  # (n_tiles,) seed * E + expert of each tile
+    position: torch.Tensor  # (A,) flat row (tile * TILE_ROWS + offset) of each sorted assignment
+    n_tiles: int
+
+
+def plan_tiles(plan: routing.DispatchPlan) -> Tiles:
+    """Tiles for a :class:`moetheory.routing.DispatchPlan`.
+
+    The foundation's ``dispatch`` pads every expert to the largest expert's row count; once cubic experts
+    specialise, half of them receive nothing and the other half twice their share, so that buffer doubles the
+    work. Tiles pad each group only to a multiple of ``TILE_ROWS``.
+    """
+    counts = plan.counts.reshape(-1)
+    per_group = (counts + TILE_ROWS - 1) // TILE_ROWS
+    first = torch.cumsum(per_group, 0) - per_group
+    group = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), per_group)
+    g = plan.seed * plan.counts.shape[1] + plan.expert
+    position = (first[g] + plan.slot // TILE_ROWS) * TILE_ROWS + plan.slot % TILE_ROWS
+    return Tiles(group, position, int(group.numel()))
+
+
+def dispatch_tiles(rows: torch.Tensor, plan: routing.DispatchPlan, tiles: Tiles, out: torch.Tensor | None = None):
+    """Rows ``(n + 1, f)`` (the last one zero, for padding) gathered into tiles ``(n_tiles * TILE_ROWS, f)``."""
+    source = torch.full((tiles.n_tiles * TILE_ROWS,), rows.shape[0] - 1, device=rows.device)
+    source[tiles.position] = plan.token
+    return torch.index_select(rows, 0, source, out=out) if out is not None else rows.index_select(0, source)
+
+
+def dispatch_shared(rows: torch.Tensor, plan: routing.DispatchPlan, out: torch.Tensor | None = None):
+    """:func:`moetheory.routing.dispatch` for rows shared by every seed: ``(S, E, capacity, f)``.
+
+    ``rows`` ``(n + 1, f)`` ends with a zero row that fills the padding. Same buffer as
+    ``routing.dispatch(rows[:-1].expand(S, n, f), plan)``, built with one ``index_select`` (into ``out`` when
+    given); the data never carry a gradient here.
+    """
+    n_seeds, n_experts = plan.counts.shape
+    source = torch.full((n_seeds * n_experts * plan.capacity,), rows.shape[0] - 1, device=rows.device)
+    source[(plan.seed * n_experts + plan.expert) * plan.capacity + plan.slot] = plan.token
+    buffer = torch.index_select(rows, 0, source, out=out) if out is not None else rows.index_select(0, source)
+    return buffer.view(n_seeds, n_experts, plan.capacity, rows.shape[-1])
+
+
+def make_moe(n_seeds: int, dim: int, *, n_experts: int = 8, n_filters: int = 16, activation: str = "cubic",
+             combine: str = "raw", init_scale: float = 1e-3, seed: int = 0, device="cpu") -> MoEState:
+    """``S`` independent MoEs as in the official code: zero router, U[0,1) noise (kept at test time), top-1."""
+    check_choice("activation", activation, ACTIVATIONS)
+    check_int("n_filters", n_filters, 2)
+    if n_filters % 2:
+        raise ValueError(f"n_filters must be even (half per class); got {n_filters}")
+    gen = torch.Generator().manual_seed(seed)
+    router = routing.Router(dim, n_experts, 1, n_seeds=n_seeds, noise="uniform", combine=combine,
+                            noise_at_eval=True, init_std=0.0).to(device)
+    w, b = init_filters((n_seeds, n_experts, n_filters), dim, init_scale, gen, device)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    return MoEState(router, w, b, activation, noise_gen)
+
+
+def _per_seed_loss(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy applied to the (already softmaxed) output, mean over examples: ``(S, n, 2) -> (S,)``."""
+    logp = torch.log_softmax(prob, -1)
+    return -logp.gather(-1, y.expand(prob.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+
+
+@dataclass
+class MoERecord:
+    """What one batch of MoE runs produced (all tensors on the CPU)."""
+
+    test_accuracy: torch.Tensor  # (S,) percent
+    train_accuracy: torch.Tensor  # (S,) percent
+    entropy: torch.Tensor  # (S,) dispatch entropy of the final training-set routing (official)
+    entropy_history: torch.Tensor  # (T, S) per epoch (frozen after a seed stops)
+    loss_history: torch.Tensor  # (T, S)
+    router_center_cos: torch.Tensor  # (T, S, E, K) cos(theta_m, c_k) per epoch
+    routing_matrix: torch.Tensor  # (S, K, E) final training-set routing counts
+    expert_feature_cos: torch.Tensor  # (S, E, K) max over filters of |cos(w_mj, v_k)| at the end
+    epochs: torch.Tensor  # (S,) epochs trained before early stopping
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(..., m, d)`` x ``(k, d)`` -> ``(..., m, k)`` cosines (0 for a zero vector)."""
+    return (a @ b.T) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1)).clamp_min(1e-30)
+
+
+def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, router_lr: float = 0.1,
+              stop_margin: float = 0.02, stop_loss: float = 0.314, progress=None) -> MoERecord:
+    """Full-batch training as official: normalized GD on each expert, SGD on the router, early stopping.
+
+    Per seed, training stops at the first epoch whose loss is not a new minimum and either exceeds the minimum by
+    ``stop_margin`` or is at most ``stop_loss``; that seed's parameters then stay frozen.
+    """
+    check_int("epochs", epochs, 1)
+    check_float("expert_lr", expert_lr, 0.0, low_open=True)
+    check_float("router_lr", router_lr, 0.0, low_open=True)
+    x, y = data.train_x, data.train_y
+    rows, xsum = model.inputs(x)
+    n_seeds, n_experts, n_clusters = model.weight.shape[0], model.router.n_experts, data.centers.shape[0]
+    device = x.device
+    active = torch.ones(n_seeds, dtype=torch.bool, device=device)
+    best = torch.full((n_seeds,), float("inf"), device=device)
+    final_index = torch.zeros(n_seeds, x.shape[0], dtype=torch.long, device=device)
+    epochs_run = torch.zeros(n_seeds, dtype=torch.long, device=device)
+    ent_hist, loss_hist, cos_hist = [], [], []
+    last_ent = torch.zeros(n_seeds, dtype=torch.float64, device=device)
+    last_loss = torch.zeros(n_seeds, device=device)
+    for _ in progress(range(epochs)) if progress else range(epochs):
+        cos_hist.append(_cos(model.router.weight.detach(), data.centers))
+        prob, route = model.forward(rows, xsum, x.shape[1])
+        loss = _per_seed_loss(prob, y)
+        with torch.no_grad():
+            lv = loss.detach()
+            new_min = lv <= best
+            stop = active & ~new_min & ((lv > best + stop_margin) | (lv <= stop_loss))
+            best = torch.where(active & new_min, lv, best)
+            final_index = torch.where(active.unsqueeze(-1), route.index[..., 0], final_index)
+            ent = metrics.dispatch_entropy(data.train_cluster, route.index[..., 0], n_clusters, n_experts)
+            last_ent = torch.where(active, ent, last_ent)
+            last_loss = torch.where(active, lv, last_loss)
+            ent_hist.append(last_ent)
+            loss_hist.append(last_loss)
+            active = active & ~stop
+            epochs_run += active.long()
+        if not bool(active.any()):
+            break
+        for p in (model.weight, model.bias, model.router.weight):
+            p.grad = None
+        (loss * active).sum().backward()
+        normalized_gd_([model.weight, model.bias], expert_lr, batch_dims=2)
+        with torch.no_grad():
+            model.router.weight -= router_lr * model.router.weight.grad
+    with torch.no_grad():
+        test_acc = moe_accuracy(model, data.test_x, data.test_y)
+        train_acc = moe_accuracy(model, data.train_x, data.train_y)
+        w = model.weight.transpose(-1, -2)  # (S, E, F, d)
+        feat = _cos(w, data.features).abs().amax(-2)  # (S, E, K)
+        rm = metrics.routing_matrix(data.train_cluster, final_index, n_clusters, n_experts)
+    return MoERecord(test_acc.cpu(), train_acc.cpu(), last_ent.float().cpu(), torch.stack(ent_hist).float().cpu(),
+                     torch.stack(loss_hist).cpu(), torch.stack(cos_hist).cpu(), rm.cpu(), feat.cpu(),
+                     epochs_run.cpu())
+
+
+@torch.no_grad()
+def moe_accuracy(model: MoEState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Test accuracy in percent per seed ``(S,)``, with the router noise on as in the official ``test``."""
+    prob, _ = model.forward(*model.inputs(x), x.shape[1])
+    return (prob.argmax(-1) == y).float().mean(-1) * 100
+
+
+@dataclass
+class SingleRecord:
+    """Results of a batch of single (non-MoE) CNNs."""
+
+    test_accuracy: torch.Tensor  # (S,)
+    train_accuracy: torch.Tensor  # (S,)
+    loss_history: torch.Tensor  # (T, S)
+    epochs: torch.Tensor  # (S,)
+
+
+def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str) -> torch.Tensor:
+    """``S`` single CNNs on shared inputs ``x`` ``(n, P, d)``: ``weight`` ``(S, d, F)``, ``bias`` ``(S, 1, F)``.
+
+    The seeds' filters are laid side by side, ``(d, S * F)``, so one matrix product serves every seed.
+    """
+    n_seeds, dim, n_filters = weight.shape
+    w = weight.permute(1, 0, 2).reshape(1, dim, n_seeds * n_filters)
+    b = bias.permute(1, 0, 2).reshape(1, 1, n_seeds * n_filters)
+    h = filter_sums(x.unsqueeze(0), w, b, activation)  # (1, n, S * F)
+    return h.view(x.shape[0], n_seeds, 2, n_filters // 2).sum(-1).transpose(0, 1)
+
+
+def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "cubic", lr: float = 0.01,
+                 weight_decay: float = 5e-4, epochs: int = 801, patience_after: int = 500, stop_margin: float = 0.02,
+                 init_scale: float = 1.0, seed: int = 0, progress=None) -> SingleRecord:
+    """Single CNNs trained as official: Adam on the full batch, early stop after ``patience_after`` epochs.
+
+    Adam and its L2 weight decay act coordinate by coordinate, so one Adam over the stacked ``(S, ...)``
+    parameters is exactly ``S`` independent Adams; a stopped seed's parameters are restored after each step.
+    """
+    check_choice("activation", activation, ACTIVATIONS)
+    check_int("epochs", epochs, 1)
+    x, y = data.train_x, data.train_y
+    device = x.device
+    gen = torch.Generator().manual_seed(seed)
+    w, b = init_filters((n_seeds, n_filters), x.shape[-1], init_scale, gen, device)  # (S, d, F), (S, 1, F)
+    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+    active = torch.ones(n_seeds, dtype=torch.bool, device=device)
+    best = torch.full((n_seeds,), float("inf"), device=device)
+    epochs_run = torch.zeros(n_seeds, dtype=torch.long, device=device)
+    hist = []
+    for epoch in progress(range(epochs)) if progress else range(epochs):
+        logits = single_logits(x, w, b, activation)  # (S, n, 2)
+        loss = F.cross_entropy(logits.transpose(1, 2), y.expand(n_seeds, -1), reduction="none").mean(-1)
+        with torch.no_grad():
+            lv = loss.detach()
+            new_min = lv <= best
+            stop = active & ~new_min & (lv > best + stop_margin) & (epoch > patience_after)
+            best = torch.where(active & new_min, lv, best)
+            hist.append(torch.where(active, lv, hist[-1] if hist else lv))
+            active = active & ~stop
+            epochs_run += active.long()
+        if not bool(active.any()):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        keep = [p.detach().clone() for p in (w, b)] if not bool(active.all()) else None
+        opt.step()
+        if keep is not None:
+            with torch.no_grad():
+                for p, old in zip((w, b), keep, strict=True):
+                    p.copy_(torch.where(active.view(-1, 1, 1), p, old))
+    with torch.no_grad():
+        def acc(xx, yy):
+            return ((single_logits(xx, w, b, activation).argmax(-1) == yy).float().mean(-1) * 100).cpu()
+        return SingleRecord(acc(data.test_x, data.test_y), acc(x, y), torch.stack(hist).cpu(), epochs_run.cpu())

@@ -1,0 +1,155 @@
+"""Tests of the chen2022 chapter: Definition 3.1's generator, the patch-CNN experts, the MoE, the presets."""
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn import functional as F
+
+from moetheory import patch_moe, routing, runtime
+from moetheory.data import CHEN_SETTINGS, make_chen_clusters
+from moetheory.papers import chen2022
+
+runtime.set_threads(1)
+
+CLAIM_IDS = {
+    "chen2022/moe-nonlinear-accuracy", "chen2022/moe-linear-accuracy", "chen2022/single-nonlinear-accuracy",
+    "chen2022/single-linear-accuracy", "chen2022/moe-nonlinear-entropy", "chen2022/moe-linear-entropy",
+    "chen2022/single-expert-bound",
+}
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_chen_clusters("S1", 400, 200)
+
+
+def test_generator_is_deterministic_and_a_prefix_of_the_official_stream(small):
+    other = make_chen_clusters("S1", 300, 100)  # a different cache entry: generated afresh
+    assert torch.equal(small.train_x[:300], other.train_x)
+    assert torch.equal(small.features, other.features)
+
+
+def test_s1_cluster_sizes_match_the_official_notebook_output():
+    # The official S1 notebook prints the training-set routing of cluster 0..3: 4035, 3999, 4006, 3960 examples.
+    data = make_chen_clusters("S1")
+    assert data.train_cluster.bincount().tolist() == [4035, 3999, 4006, 3960]
+    assert data.train_x.shape == data.test_x.shape == (16000, 4, 50)
+
+
+@pytest.mark.parametrize("setting", ["S2", "verify"])
+def test_features_and_centers_are_orthonormal(setting):
+    data = make_chen_clusters(setting, 8, 8)
+    basis = torch.cat([data.features, data.centers]).double()
+    assert torch.allclose(basis @ basis.T, torch.eye(8, dtype=torch.double), atol=1e-6)
+
+
+def test_each_example_holds_the_four_patches_of_definition_3_1(small):
+    spec = CHEN_SETTINGS["S1"]
+    x = small.train_x.double() / 10  # undo the official x10
+    v, c = small.features.double()[small.train_cluster], small.centers.double()[small.train_cluster]
+    on_v = torch.einsum("npd,nd->np", x, v)  # (n, P)
+    on_c = torch.einsum("npd,nd->np", x, c)
+    p_signal = (x - on_v.unsqueeze(-1) * v.unsqueeze(1)).norm(dim=-1).argmin(1)  # the patch parallel to v_k
+    alpha_y = on_v.gather(1, p_signal[:, None]).squeeze(1)
+    assert torch.equal(alpha_y.sign(), small.train_y.double() * 2 - 1)  # label 1 <-> y = +1
+    assert alpha_y.abs().min() >= spec.alpha[0] - 1e-5 and alpha_y.abs().max() <= spec.alpha[1] + 1e-5
+    beta = on_c.abs().amax(1)
+    assert beta.min() >= spec.beta[0] - 1e-5 and beta.max() <= spec.beta[1] + 1e-5
+    positions = torch.stack([p_signal, on_c.abs().argmax(1)], 1)
+    assert bool((positions[:, 0] != positions[:, 1]).all())
+    assert len(set(p_signal.tolist())) == 4  # patches are permuted
+
+
+def test_generator_validation():
+    with pytest.raises(ValueError, match="setting"):
+        make_chen_clusters("S5")
+    with pytest.raises(ValueError, match="n_train"):
+        make_chen_clusters("S1", 0)
+
+
+@given(n=st.integers(1, 40), seeds=st.integers(1, 3), experts=st.integers(1, 5), seed=st.integers(0, 99))
+@settings(max_examples=25, deadline=None)
+def test_dispatch_shared_equals_the_foundation_dispatch(n, seeds, experts, seed):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(n, 6, generator=g)
+    index = torch.randint(0, experts, (seeds, n, 1), generator=g)
+    plan = routing.plan_dispatch(index, experts)
+    padded = torch.cat([rows, torch.zeros(1, 6)])
+    assert torch.equal(patch_moe.dispatch_shared(padded, plan), routing.dispatch(rows.expand(seeds, n, 6), plan))
+
+
+@pytest.mark.parametrize("activation", ["cubic", "relu", "gelu", "tanh", "linear"])
+def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch):
+    monkeypatch.setattr(patch_moe, "CHUNK_FLOATS", 64)  # force many row blocks
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 4, 5, generator=g, dtype=torch.double)  # (G, rows, P, d)
+    w = torch.randn(2, 5, 6, generator=g, dtype=torch.double, requires_grad=True)
+    b = torch.randn(2, 1, 6, generator=g, dtype=torch.double, requires_grad=True)
+    ours = patch_moe.cnn_logits(x, w, b, activation)
+    upstream = torch.randn(ours.shape, generator=g, dtype=torch.double)
+    (ours * upstream).sum().backward()
+    act = (lambda t: t**3) if activation == "cubic" else patch_moe.get_activation(activation)
+    wr, br = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    refs = []
+    for grp in range(2):  # reference: the official Conv1d(kernel = stride = d) on the flattened input
+        conv = F.conv1d(x[grp].reshape(9, 1, 20), wr[grp].T.unsqueeze(1), br[grp, 0], stride=5)  # (rows, F, P)
+        h = act(conv).sum(2)  # (rows, filters)
+        refs.append(torch.stack([h[:, :3].sum(1), h[:, 3:].sum(1)], 1))
+    ref = torch.stack(refs)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(w.grad, wr.grad)
+    torch.testing.assert_close(b.grad, br.grad)
+
+
+def test_moe_forward_equals_every_expert_on_every_row(small):
+    model = patch_moe.make_moe(2, 50, n_experts=3, n_filters=4, activation="cubic", init_scale=1.0, seed=3)
+    with torch.no_grad():
+        model.router.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    x = small.train_x[:64]
+    state = model.generator.get_state()
+    prob, route = model.forward(*model.inputs(x), 4)
+    model.generator.set_state(state)
+    again = model.router(x.sum(1).expand(2, -1, -1), generator=model.generator)
+    assert torch.equal(again.index, route.index)
+    every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), "cubic")
+    dense = routing.dense_combine(every.view(2, 3, 64, 2), again)
+    torch.testing.assert_close(prob, torch.softmax(dense, -1))
+
+
+def test_double_softmax_loss_cannot_go_below_log_1_plus_e_inverse():
+    perfect = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])  # (S=1, n=2, 2): probabilities after the first softmax
+    loss = patch_moe._per_seed_loss(perfect, torch.tensor([1, 0]))
+    assert math.isclose(float(loss), math.log(1 + math.exp(-1)), rel_tol=1e-6)
+    assert patch_moe.MIN_LOSS < chen2022.Config().stop_loss < patch_moe.MIN_LOSS + 1e-3
+
+
+def test_config_validation_names_the_parameter():
+    with pytest.raises(ValueError, match="n_seeds"):
+        chen2022.Config(n_seeds=0)
+    with pytest.raises(ValueError, match="settings"):
+        chen2022.Config(settings=("S9",))
+    with pytest.raises(ValueError, match="expert_filters"):
+        chen2022.Config(expert_filters=15)
+    with pytest.raises(ValueError, match="bound_activations"):
+        chen2022.Config(bound_activations=("swish",))
+    with pytest.raises(ValueError, match="scale"):
+        chen2022.config("huge")
+
+
+def test_tiny_preset_runs_end_to_end_with_every_claim():
+    cfg = chen2022.config("tiny")
+    result = chen2022.run(cfg, device="cpu")
+    claims = chen2022.claims(result)
+    assert {c.id for c in claims} == CLAIM_IDS
+    assert all(isinstance(c.holds, bool) for c in claims)
+    rec = result.moe[("S1", "cubic")]
+    assert rec.entropy_history.shape[1] == cfg.n_seeds
+    assert bool((rec.epochs <= cfg.moe_epochs).all())
+    assert rec.routing_matrix.sum().item() == cfg.n_seeds * cfg.n_train
+    assert bool(((rec.entropy >= 0) & (rec.entropy <= math.log(4) + 1e-6)).all())
+    json.dumps(result.metrics())
