@@ -55,14 +55,18 @@ class ClusterSingleIndex:
     noise_std: float  # zeta
 
     def __post_init__(self):
-        means, local, wg = (np.asarray(a, dtype=float) for a in (self.means, self.local_dirs, self.global_dir))
+        means, local, wg = (
+            np.asarray(a, dtype=float) for a in (self.means, self.local_dirs, self.global_dir)
+        )
         if means.ndim != 2:
             raise ValueError(f"means must be (C, d); got shape {means.shape}")
         n_clusters, d = means.shape
         check_int("number of clusters C", n_clusters, 2, d)
         if local.shape != (n_clusters, d) or wg.shape != (d,):
-            raise ValueError(f"local_dirs must be (C, d) = {(n_clusters, d)} and global_dir (d,); "
-                             f"got {local.shape} and {wg.shape}")
+            raise ValueError(
+                f"local_dirs must be (C, d) = {(n_clusters, d)} and global_dir (d,); "
+                f"got {local.shape} and {wg.shape}"
+            )
         if not np.allclose(np.linalg.norm(means, axis=1), 1.0, atol=1e-8):
             raise ValueError("means must be unit vectors")
         dirs = np.vstack([local, wg])
@@ -77,13 +81,19 @@ class ClusterSingleIndex:
         if abs(sum(self.s)) > 1e-9:
             raise ValueError(f"s must sum to zero (sum_c s_c = 0); got sum {sum(self.s)}")
         if len(self.local_coeffs) != n_clusters:
-            raise ValueError(f"local_coeffs must have one link per cluster ({n_clusters}); got {len(self.local_coeffs)}")
-        for name, coeffs in [*((f"local_coeffs[{c}]", f) for c, f in enumerate(self.local_coeffs)),
-                             ("global_coeffs", self.global_coeffs)]:
+            raise ValueError(
+                f"local_coeffs must have one link per cluster ({n_clusters}); got {len(self.local_coeffs)}"
+            )
+        for name, coeffs in [
+            *((f"local_coeffs[{c}]", f) for c, f in enumerate(self.local_coeffs)),
+            ("global_coeffs", self.global_coeffs),
+        ]:
             k = _exponent(coeffs)
             if k <= 2:
-                raise ValueError(f"{name}: the information exponent k* must be > 2 (c_1 = c_2 = 0 and some "
-                                 f"c_k != 0, k >= 3); got k* = {k} from {tuple(coeffs)}")
+                raise ValueError(
+                    f"{name}: the information exponent k* must be > 2 (c_1 = c_2 = 0 and some "
+                    f"c_k != 0, k >= 3); got k* = {k} from {tuple(coeffs)}"
+                )
 
     @property
     def n_clusters(self) -> int:
@@ -99,9 +109,18 @@ class ClusterSingleIndex:
         return min(_exponent(c) for c in (*self.local_coeffs, self.global_coeffs))
 
 
-def make_cluster_problem(d: int, n_clusters: int = 2, *, rho: float = 3.0, layout: str = "antipodal",
-                         local_coeffs=(0, 0, 0, 1), global_coeffs=(0, 0, 0, 1), s=None,
-                         noise_std: float = 0.1, seed: int = 0) -> ClusterSingleIndex:
+def make_cluster_problem(
+    d: int,
+    n_clusters: int = 2,
+    *,
+    rho: float = 3.0,
+    layout: str = "antipodal",
+    local_coeffs=(0, 0, 0, 1),
+    global_coeffs=(0, 0, 0, 1),
+    s=None,
+    noise_std: float = 0.1,
+    seed: int = 0,
+) -> ClusterSingleIndex:
     """A random instance: orthonormal directions from a QR of a Gaussian matrix (deterministic for ``seed``).
 
     ``layout="antipodal"`` (C = 2): v_2 = -v_1; ``"orthogonal"``: v_c orthonormal. ``s`` defaults to
@@ -121,25 +140,45 @@ def make_cluster_problem(d: int, n_clusters: int = 2, *, rho: float = 3.0, layou
     q, _ = np.linalg.qr(rng.standard_normal((d, need)))
     q = q.T  # (need, d) orthonormal rows
     means = np.vstack([q[0], -q[0]]) if layout == "antipodal" else q[:n_clusters]
-    local = q[n_means:n_means + n_clusters]
+    local = q[n_means : n_means + n_clusters]
     if s is None:
-        s = [(-1.0) ** c for c in range(n_clusters)] if n_clusters % 2 == 0 else [1.0] * (n_clusters - 1) + [
-            -(n_clusters - 1.0)]
+        s = (
+            [(-1.0) ** c for c in range(n_clusters)]
+            if n_clusters % 2 == 0
+            else [1.0] * (n_clusters - 1) + [-(n_clusters - 1.0)]
+        )
     if local_coeffs and not isinstance(local_coeffs[0], (tuple, list)):
         local_coeffs = (tuple(local_coeffs),) * n_clusters
-    return ClusterSingleIndex(means=means, local_dirs=local, global_dir=q[-1], rho=rho,
-                              local_coeffs=tuple(tuple(c) for c in local_coeffs),
-                              global_coeffs=tuple(global_coeffs), s=tuple(float(v) for v in s), noise_std=noise_std)
+    return ClusterSingleIndex(
+        means=means,
+        local_dirs=local,
+        global_dir=q[-1],
+        rho=rho,
+        local_coeffs=tuple(tuple(c) for c in local_coeffs),
+        global_coeffs=tuple(global_coeffs),
+        s=tuple(float(v) for v in s),
+        noise_std=noise_std,
+    )
 
 
-def sample_clusters(problem: ClusterSingleIndex, n: int, n_seeds: int = 1, *, generator=None,
-                    device="cpu", dtype=torch.float32):
+def sample_clusters(
+    problem: ClusterSingleIndex,
+    n: int,
+    n_seeds: int = 1,
+    *,
+    generator=None,
+    device="cpu",
+    dtype=torch.float32,
+):
     """``x (S, n, d)``, ``y (S, n)``, ``cluster (S, n)`` for ``S = n_seeds`` independent streams."""
     n, n_seeds = check_int("n", n, 1), check_int("n_seeds", n_seeds, 1)
     kw = dict(device=device, dtype=dtype)
     tensors = {k: torch.as_tensor(getattr(problem, k), **kw) for k in ("means", "local_dirs", "global_dir")}
     cluster = torch.randint(problem.n_clusters, (n_seeds, n), generator=generator, device=device)
-    x = torch.randn(n_seeds, n, problem.dim, generator=generator, **kw) + problem.rho * tensors["means"][cluster]
+    x = (
+        torch.randn(n_seeds, n, problem.dim, generator=generator, **kw)
+        + problem.rho * tensors["means"][cluster]
+    )
     local = x @ tensors["local_dirs"].T  # (S, n, C)
     y = torch.zeros(n_seeds, n, **kw)
     for c, coeffs in enumerate(problem.local_coeffs):  # C links (a handful), each on all rows

@@ -1,4 +1,4 @@
-"""Kawata et al. (ICML 2025): an MoE detects latent clusters of single-index models; a vanilla network does not.
+"""Kawata et al. (ICML 2025): an MoE detects latent clusters of single-index models; a vanilla net does not.
 
 The ``kawata2025`` chapter derives why (the global direction's signal cancels across clusters, see
 :func:`global_correlation`) and runs the experiment below. The stagewise MoE procedure is OUR reading of the
@@ -27,7 +27,12 @@ import torch
 
 from moetheory import hermite, runtime
 from moetheory.checks import check_choice, check_float, check_int
-from moetheory.data.cluster_single_index import MEAN_LAYOUTS, hermite_series, make_cluster_problem, sample_clusters
+from moetheory.data.cluster_single_index import (
+    MEAN_LAYOUTS,
+    hermite_series,
+    make_cluster_problem,
+    sample_clusters,
+)
 from moetheory.ledger import NOT_REPORTED, Claim
 from moetheory.optim import spherical_sgd_
 from moetheory.papers import Paper
@@ -48,17 +53,22 @@ def global_correlation(sigma, z, global_coeffs, s, overlaps, rho, m):
     """E over the mixture of s_c g*(<w_g, x>) sigma(<u, x>), up to the factor 1/C, as a SymPy polynomial.
 
     ``overlaps[c]`` is ``<u, v_c>`` (a SymPy expression), ``m = <u, w_g>``. By the shift identity each cluster
-    contributes ``s_c sum_k gamma_k sigma_hat_k(rho <u, v_c>) m^k`` with ``sigma_hat_k(mu) = E[sigma(Z + mu) h_k(Z)]``.
+    contributes ``s_c sum_k gamma_k sigma_hat_k(rho <u, v_c>) m^k`` with
+    ``sigma_hat_k(mu) = E[sigma(Z + mu) h_k(Z)]``.
     """
     mu = sp.Symbol("mu")
     shifted = hermite.shifted_coefficients(sigma, z, mu, len(global_coeffs) - 1)
-    total = sum(sp.nsimplify(s_c) * sp.nsimplify(g) * shifted[k].subs(mu, rho * a) * m**k
-                for s_c, a in zip(s, overlaps) for k, g in enumerate(global_coeffs) if g)
+    total = sum(
+        sp.nsimplify(s_c) * sp.nsimplify(g) * shifted[k].subs(mu, rho * a) * m**k
+        for s_c, a in zip(s, overlaps, strict=True)
+        for k, g in enumerate(global_coeffs)
+        if g
+    )
     return sp.expand(total)
 
 
 def effective_exponent(poly, symbols):
-    """Lowest total degree in ``symbols`` (each of order d^(-1/2) at a random start); ``sp.oo`` if ``poly == 0``."""
+    """Lowest total degree in ``symbols`` (each of order d^(-1/2) at a random start); ``sp.oo`` if zero."""
     poly = sp.expand(poly)
     if poly == 0:
         return sp.oo
@@ -66,7 +76,9 @@ def effective_exponent(poly, symbols):
 
 
 def setting_exponent(cfg) -> tuple:
-    """(effective exponent of w_g for a vanilla neuron, per-cluster k*) in the setting of ``cfg`` (polynomial sigma)."""
+    """(effective exponent of w_g for a vanilla neuron, per-cluster k*) in the setting of ``cfg``.
+
+    Needs a polynomial activation (not ``relu``)."""
     z, m = sp.symbols("z m", real=True)
     coeffs = ACTIVATIONS[cfg.activation]
     if coeffs is None:
@@ -112,8 +124,18 @@ class Config:
         check_int("n_clusters", self.n_clusters, 2, self.d)
         check_choice("layout", self.layout, MEAN_LAYOUTS)
         check_choice("activation", self.activation, ACTIVATIONS)
-        for name in ("n_seeds", "batch", "vanilla_width", "n_experts", "stage1_steps", "stage2_steps",
-                     "expert_width", "stage3_steps", "n_fit", "n_test"):
+        for name in (
+            "n_seeds",
+            "batch",
+            "vanilla_width",
+            "n_experts",
+            "stage1_steps",
+            "stage2_steps",
+            "expert_width",
+            "stage3_steps",
+            "n_fit",
+            "n_test",
+        ):
             check_int(name, getattr(self, name), 1)
         check_int("n_checkpoints", self.n_checkpoints, 2)
         check_int("seed", self.seed, 0)
@@ -122,7 +144,9 @@ class Config:
         for name in ("lr", "clip", "router_lr"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("prune_cos", self.prune_cos, 0.0, 1.0)
-        make_cluster_problem(self.d, self.n_clusters, rho=self.rho, layout=self.layout)  # validates the geometry
+        make_cluster_problem(
+            self.d, self.n_clusters, rho=self.rho, layout=self.layout
+        )  # validates the geometry
 
     @property
     def total_steps(self) -> int:
@@ -133,20 +157,40 @@ def config(scale: str) -> Config:
     """``tiny`` (unit tests), ``quick`` (the notebook, d = 32), ``paper`` (d = 128, more seeds)."""
     runtime.check_scale(scale)
     if scale == "tiny":
-        return Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
-                      expert_width=4, n_fit=512, n_test=512, n_checkpoints=3)
+        return Config(
+            d=12,
+            n_seeds=2,
+            vanilla_width=8,
+            stage1_steps=60,
+            stage2_steps=30,
+            stage3_steps=60,
+            expert_width=4,
+            n_fit=512,
+            n_test=512,
+            n_checkpoints=3,
+        )
     if scale == "quick":
         return Config()
-    return Config(d=128, n_seeds=8, n_experts=4, stage1_steps=16000, stage2_steps=2000, stage3_steps=30000,
-                  vanilla_width=128, expert_width=24, n_fit=32768, n_test=32768)
+    return Config(
+        d=128,
+        n_seeds=8,
+        n_experts=4,
+        stage1_steps=16000,
+        stage2_steps=2000,
+        stage3_steps=30000,
+        vanilla_width=128,
+        expert_width=24,
+        n_fit=32768,
+        n_test=32768,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ training
 def _sgd_step(u, x, y, act, lr, clip, weight=None):
     """One spherical SGD step of the correlation loss -y sigma(<u, x>) for neurons ``u (S, G, K, d)``.
 
-    ``x (S, G, B, d)``, ``y (S, G, B)``; ``weight (S, G, B)`` (routing mask over the group's batch, rows summing
-    to one) or ``None`` (uniform).
+    ``x (S, G, B, d)``, ``y (S, G, B)``; ``weight (S, G, B)`` (routing mask over the group's batch, rows
+    summing to one) or ``None`` (uniform).
     """
     _, ds = act(torch.einsum("sgbd,sgkd->sgbk", x, u))
     yw = y / y.shape[-1] if weight is None else y * weight
@@ -155,21 +199,23 @@ def _sgd_step(u, x, y, act, lr, clip, weight=None):
 
 
 def _overlaps(u, dirs):
-    """``|<u, w>|`` for unit neurons ``u (S, ..., d)`` and directions ``dirs (C + 1, d)`` -> ``(S, ..., C + 1)``."""
+    """``|<u, w>|``: unit neurons ``u (S, ..., d)``, directions ``dirs (C + 1, d)`` -> ``(S, ..., C + 1)``."""
     return (u @ dirs.T).abs()
 
 
 def _ridge_mse(feats, y, route, feats_test, y_test, route_test, ridge):
-    """Per-group ridge fits on routed rows; test MSE per seed. ``feats (S, G, n, F)``, ``route (S, G, n)`` 0/1."""
+    """Ridge fit per group on its routed rows; test MSE per seed. ``feats (S, G, n, F)``, ``route`` 0/1."""
     f = feats * route.unsqueeze(-1)
-    gram = f.transpose(-1, -2) @ f + ridge * feats.shape[2] * torch.eye(f.shape[-1], device=f.device, dtype=f.dtype)
+    gram = f.transpose(-1, -2) @ f + ridge * feats.shape[2] * torch.eye(
+        f.shape[-1], device=f.device, dtype=f.dtype
+    )
     coef = torch.linalg.solve(gram, (f * y.unsqueeze(1).unsqueeze(-1)).sum(2))  # (S, G, F)
     pred = ((feats_test @ coef.unsqueeze(-1)).squeeze(-1) * route_test).sum(1)  # (S, n)
     return ((pred - y_test) ** 2).mean(-1)
 
 
 def _features(u, x, act, centre=None):
-    """``[1, sigma(<u_k, x - centre_g>)]`` for neurons ``u (S, G, K, d)``, ``x (S, n, d)`` -> ``(S, G, n, K + 1)``."""
+    """``[1, sigma(<u_k, x - centre_g>)]``: ``u (S, G, K, d)``, ``x (S, n, d)`` -> ``(S, G, n, K + 1)``."""
     xg = x.unsqueeze(1) if centre is None else x.unsqueeze(1) - centre.unsqueeze(2)
     val, _ = act(torch.einsum("sgnd,sgkd->sgnk", xg, u))
     return torch.cat([torch.ones_like(val[..., :1]), val], -1)
@@ -181,9 +227,9 @@ def _random_unit(shape, d, gen, device):
 
 
 def _prune(router, load, threshold):
-    """Keep mask ``(S, E)``: visiting experts by decreasing ``load`` (share of inputs routed to them), drop one
-    whose router row has cosine above ``threshold`` with an expert already kept (a loop over the handful of
-    experts, once)."""
+    """Keep mask ``(S, E)``: visiting experts by decreasing ``load`` (share of inputs routed to them), drop
+    one whose router row has cosine above ``threshold`` with an expert already kept (a loop over the handful
+    of experts, once)."""
     unit = router / router.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     cos = unit @ unit.transpose(-1, -2)  # (S, E, E)
     order = load.argsort(dim=-1, descending=True)
@@ -221,8 +267,12 @@ class Result:
             "samples": int(self.samples[-1]),
             "vanilla_best_global_overlap": end(self.vanilla_overlap[..., -1].max(-1)),
             "moe_best_global_overlap": end(np.nanmax(self.moe_overlap[..., -1], -1)),
-            "vanilla_best_local_overlap": np.round(self.vanilla_overlap[:, -1, :, :-1].max(1).astype(float), 4).tolist(),
-            "moe_best_local_overlap": np.round(np.nanmax(self.moe_overlap[:, -1, :, :-1], 1).astype(float), 4).tolist(),
+            "vanilla_best_local_overlap": np.round(
+                self.vanilla_overlap[:, -1, :, :-1].max(1).astype(float), 4
+            ).tolist(),
+            "moe_best_local_overlap": np.round(
+                np.nanmax(self.moe_overlap[:, -1, :, :-1], 1).astype(float), 4
+            ).tolist(),
             "router_alignment": np.round(self.router_alignment_final.astype(float), 4).tolist(),
             "routing_purity": np.round(self.routing_purity.astype(float), 4).tolist(),
             "experts_kept": self.n_kept.tolist(),
@@ -237,7 +287,7 @@ class Result:
 
 
 def chance_level(width: int, d: int) -> float:
-    """E max over ``width`` random unit neurons of ``|<u, w>|`` ~ E max_j |N(0, 1/d)| (one-dimensional quadrature)."""
+    """E max over ``width`` random unit neurons of ``|<u, w>|`` ~ E max_j |N(0, 1/d)| (by quadrature)."""
     from scipy import integrate, special
 
     cdf = lambda t: special.erf(t / math.sqrt(2)) ** width  # noqa: E731  P(max |g_j| <= t)
@@ -275,11 +325,18 @@ def run(cfg: Config, device="auto", progress: bool = False) -> Result:
     dev = runtime.resolve_device(device)
     runtime.seed_everything(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    problem = make_cluster_problem(cfg.d, cfg.n_clusters, rho=cfg.rho, layout=cfg.layout,
-                                   noise_std=cfg.noise_std, seed=cfg.seed)
+    problem = make_cluster_problem(
+        cfg.d, cfg.n_clusters, rho=cfg.rho, layout=cfg.layout, noise_std=cfg.noise_std, seed=cfg.seed
+    )
     dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), dtype=torch.float32, device=dev)
     means = torch.tensor(problem.means, dtype=torch.float32, device=dev)
-    act, s, m, k, lr = activation(cfg.activation), cfg.n_seeds, cfg.n_experts, cfg.expert_width, cfg.lr / cfg.d
+    act, s, m, k, lr = (
+        activation(cfg.activation),
+        cfg.n_seeds,
+        cfg.n_experts,
+        cfg.expert_width,
+        cfg.lr / cfg.d,
+    )
     t1, t12, total = cfg.stage1_steps, cfg.stage1_steps + cfg.stage2_steps, cfg.total_steps
 
     def draw(n):
@@ -300,19 +357,36 @@ def run(cfg: Config, device="auto", progress: bool = False) -> Result:
 
     def record(step):
         log["van_ov"].append(_overlaps(u_van[:, 0], dirs))
-        log["van_mse"].append(_ridge_mse(_features(u_van, x_fit, act), y_fit, ones_fit,
-                                         _features(u_van, x_te, act), y_te, ones_te, cfg.ridge))
+        log["van_mse"].append(
+            _ridge_mse(
+                _features(u_van, x_fit, act),
+                y_fit,
+                ones_fit,
+                _features(u_van, x_te, act),
+                y_te,
+                ones_te,
+                cfg.ridge,
+            )
+        )
         pad = torch.full((s, m * k, dirs.shape[0]), torch.nan, device=dev)
         if step <= t12:  # the stage-1 experts (one neuron each) are the model so far
             pad[:, :m] = _overlaps(u1[:, 0], dirs)
-            mse = _ridge_mse(_features(u1, x_fit, act), y_fit, ones_fit, _features(u1, x_te, act), y_te,
-                             ones_te, cfg.ridge)
+            mse = _ridge_mse(
+                _features(u1, x_fit, act), y_fit, ones_fit, _features(u1, x_te, act), y_te, ones_te, cfg.ridge
+            )
         else:
             pad = _overlaps(u3, dirs).masked_fill(~keep[..., None, None], torch.nan).flatten(1, 2)
             centre = sums / counts.clamp_min(1).unsqueeze(-1)
             onehot = lambda e: torch.nn.functional.one_hot(e, m).transpose(1, 2).float()  # noqa: E731
-            mse = _ridge_mse(_features(u3, x_fit, act, centre), y_fit, onehot(_route(x_fit, router, keep)),
-                             _features(u3, x_te, act, centre), y_te, onehot(_route(x_te, router, keep)), cfg.ridge)
+            mse = _ridge_mse(
+                _features(u3, x_fit, act, centre),
+                y_fit,
+                onehot(_route(x_fit, router, keep)),
+                _features(u3, x_te, act, centre),
+                y_te,
+                onehot(_route(x_te, router, keep)),
+                cfg.ridge,
+            )
         log["moe_ov"].append(pad)
         log["moe_mse"].append(mse)
         log["stage"].append(1 if step <= t1 else 2 if step <= t12 else 3)
@@ -335,29 +409,49 @@ def run(cfg: Config, device="auto", progress: bool = False) -> Result:
                 load = torch.nn.functional.one_hot(_route(x_fit, router, keep), m).float().mean(1)  # (S, M)
                 keep = _prune(router, load, cfg.prune_cos)
         else:
-            mask = torch.nn.functional.one_hot(_route(x, router, keep), m).transpose(1, 2).float()  # (S, M, B)
+            mask = (
+                torch.nn.functional.one_hot(_route(x, router, keep), m).transpose(1, 2).float()
+            )  # (S, M, B)
             n_rows = mask.sum(-1)
             sums += torch.einsum("smb,sbd->smd", mask, x)
             counts += n_rows
             xc = x.unsqueeze(1) - (sums / counts.clamp_min(1).unsqueeze(-1)).unsqueeze(2)  # (S, M, B, d)
-            _sgd_step(u3, xc, y.unsqueeze(1).expand(-1, m, -1), act, lr, cfg.clip,
-                      mask / n_rows.clamp_min(1).unsqueeze(-1))
+            _sgd_step(
+                u3,
+                xc,
+                y.unsqueeze(1).expand(-1, m, -1),
+                act,
+                lr,
+                cfg.clip,
+                mask / n_rows.clamp_min(1).unsqueeze(-1),
+            )
 
     route_te = _route(x_te, router, keep)
     counts_ce = torch.zeros(s, cfg.n_clusters, m, device=dev).index_put_(
         (torch.arange(s, device=dev).unsqueeze(1).expand_as(c_te), c_te, route_te),
-        torch.ones_like(y_te), accumulate=True)
+        torch.ones_like(y_te),
+        accumulate=True,
+    )
     stack = lambda key: torch.stack(log[key], 1).cpu().numpy()  # noqa: E731
     exponent = setting_exponent(cfg)[0] if ACTIVATIONS[cfg.activation] is not None else None
     return Result(
-        config=cfg, samples=np.array(checks) * cfg.batch, vanilla_overlap=stack("van_ov"),
-        moe_overlap=stack("moe_ov"), moe_stage=np.array(log["stage"]), router_alignment=stack("align"),
+        config=cfg,
+        samples=np.array(checks) * cfg.batch,
+        vanilla_overlap=stack("van_ov"),
+        moe_overlap=stack("moe_ov"),
+        moe_stage=np.array(log["stage"]),
+        router_alignment=stack("align"),
         router_alignment_final=_alignment(router, means, keep).cpu().numpy(),
-        vanilla_mse=stack("van_mse"), moe_mse=stack("moe_mse"),
+        vanilla_mse=stack("van_mse"),
+        moe_mse=stack("moe_mse"),
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).cpu().numpy(),
-        n_kept=keep.sum(-1).cpu().numpy(), chance_level=chance_level(cfg.vanilla_width, cfg.d),
-        global_exponent=exponent, k_star=problem.k_star, elapsed_s=time.perf_counter() - start,
-        device=runtime.device_description(dev))
+        n_kept=keep.sum(-1).cpu().numpy(),
+        chance_level=chance_level(cfg.vanilla_width, cfg.d),
+        global_exponent=exponent,
+        k_star=problem.k_star,
+        elapsed_s=time.perf_counter() - start,
+        device=runtime.device_description(dev),
+    )
 
 
 def samples_to_recover(result: Result, threshold: float = 0.8) -> np.ndarray:
@@ -381,36 +475,66 @@ def claims(result: Result) -> list[Claim]:
     moe_g = np.nanmax(result.moe_overlap[:, -1, :, -1], -1).astype(float)
     van_mse, moe_mse = result.vanilla_mse[:, -1].astype(float), result.moe_mse[:, -1].astype(float)
     exponent, k_star = result.global_exponent, result.k_star
-    exp_text = "inf (exact cancellation)" if exponent == sp.oo else ("n/a" if exponent is None else int(exponent))
+    exp_text = (
+        "inf (exact cancellation)" if exponent == sp.oo else ("n/a" if exponent is None else int(exponent))
+    )
     return [
-        Claim("kawata2025/global-exponent-rises",
-              "Seen through the whole mixture, the global direction has a higher information exponent than k*",
-              NOT_REPORTED, exp_text, exponent is not None and bool(exponent >= k_star + 1),
-              criterion=f"SymPy (shift identity): lowest total degree in (<u,w_g>, <u,v_c>) of the cluster-summed "
-                        f"correlation >= k*+1 = {k_star + 1} ({cfg.activation} neuron, {cfg.layout} means)",
-              source=SOURCE),
-        Claim("kawata2025/moe-global-overlap",
-              "The stagewise MoE recovers the global direction w_g", NOT_REPORTED, float(moe_g.min()),
-              bool(moe_g.min() >= STRONG),
-              criterion=f"min over {cfg.n_seeds} seeds of max over expert neurons |<u,w_g>| >= {STRONG} "
-                        f"(d = {cfg.d}, {int(result.samples[-1])} samples)", source=SOURCE),
-        Claim("kawata2025/vanilla-global-overlap",
-              "A vanilla two-layer network does not find w_g at the same sample budget", NOT_REPORTED,
-              float(van_g.max()), bool(van_g.max() <= CHANCE_FACTOR * result.chance_level),
-              criterion=f"max over seeds of max over {cfg.vanilla_width} neurons |<u,w_g>| <= {CHANCE_FACTOR} x "
-                        f"chance level {result.chance_level:.3f} (E max of |N(0,1/d)| over the width)",
-              source=SOURCE),
-        Claim("kawata2025/router-alignment",
-              "The router's directions align with the cluster means", NOT_REPORTED,
-              float(result.router_alignment_final.min()), bool(result.router_alignment_final.min() >= ROUTER_MIN),
-              criterion=f"min over seeds and clusters of max over kept experts cos(W_m, v_c) >= {ROUTER_MIN}",
-              source=SOURCE),
-        Claim("kawata2025/moe-beats-vanilla",
-              "The MoE's test MSE is below the vanilla network's at the same number of samples", NOT_REPORTED,
-              f"{moe_mse.mean():.3g} vs {van_mse.mean():.3g}", bool((moe_mse < van_mse).all()),
-              criterion="test MSE (mean over seeds shown) of the MoE < vanilla's on every seed", source=SOURCE),
+        Claim(
+            "kawata2025/global-exponent-rises",
+            "Seen through the whole mixture, the global direction has a higher information exponent than k*",
+            NOT_REPORTED,
+            exp_text,
+            exponent is not None and bool(exponent >= k_star + 1),
+            criterion="SymPy (shift identity): lowest total degree in (<u,w_g>, <u,v_c>) of the "
+            f"cluster-summed correlation >= k*+1 = {k_star + 1} ({cfg.activation}, {cfg.layout} means)",
+            source=SOURCE,
+        ),
+        Claim(
+            "kawata2025/moe-global-overlap",
+            "The stagewise MoE recovers the global direction w_g",
+            NOT_REPORTED,
+            float(moe_g.min()),
+            bool(moe_g.min() >= STRONG),
+            criterion=f"min over {cfg.n_seeds} seeds of max over expert neurons |<u,w_g>| >= {STRONG} "
+            f"(d = {cfg.d}, {int(result.samples[-1])} samples)",
+            source=SOURCE,
+        ),
+        Claim(
+            "kawata2025/vanilla-global-overlap",
+            "A vanilla two-layer network does not find w_g at the same sample budget",
+            NOT_REPORTED,
+            float(van_g.max()),
+            bool(van_g.max() <= CHANCE_FACTOR * result.chance_level),
+            criterion=f"max over seeds of max over {cfg.vanilla_width} neurons |<u,w_g>| <= "
+            f"{CHANCE_FACTOR} x chance level {result.chance_level:.3f} (E max of |N(0,1/d)| over the width)",
+            source=SOURCE,
+        ),
+        Claim(
+            "kawata2025/router-alignment",
+            "The router's directions align with the cluster means",
+            NOT_REPORTED,
+            float(result.router_alignment_final.min()),
+            bool(result.router_alignment_final.min() >= ROUTER_MIN),
+            criterion=f"min over seeds and clusters of max over kept experts cos(W_m, v_c) >= {ROUTER_MIN}",
+            source=SOURCE,
+        ),
+        Claim(
+            "kawata2025/moe-beats-vanilla",
+            "The MoE's test MSE is below the vanilla network's at the same number of samples",
+            NOT_REPORTED,
+            f"{moe_mse.mean():.3g} vs {van_mse.mean():.3g}",
+            bool((moe_mse < van_mse).all()),
+            criterion="test MSE (mean over seeds shown) of the MoE < vanilla's on every seed",
+            source=SOURCE,
+        ),
     ]
 
 
-PAPER = Paper(name="kawata2025", title="Kawata et al. 2025: MoE detect and learn latent cluster structure",
-              cite_key="kawata2025", config=config, run=run, claims=claims)
+PAPER = Paper(
+    name="kawata2025",
+    title="Kawata et al. 2025: MoE detect and learn latent cluster structure",
+    cite_key="kawata2025",
+    config=config,
+    run=run,
+    claims=claims,
+)
