@@ -16,8 +16,8 @@ from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_prob
 from moetheory.papers import kawata2025 as K
 
 runtime.set_threads(1)
-IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap", "kawata2025/vanilla-global-overlap",
-       "kawata2025/router-alignment", "kawata2025/moe-beats-vanilla"}
+IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap",
+       "kawata2025/vanilla-global-overlap", "kawata2025/router-alignment", "kawata2025/moe-beats-vanilla"}
 
 
 # ----------------------------------------------------------------------------------------------- generator
