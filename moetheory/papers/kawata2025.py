@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
@@ -117,7 +117,6 @@ class Config:
     n_test: int = 8192  # test samples for the MSE
     n_checkpoints: int = 30  # evaluations over training
     seed: int = 0  # everything (problem directions, initialisation, data)
-    extra: dict = field(default_factory=dict, compare=False)  # free-form notes, ignored
 
     def __post_init__(self):
         check_int("d", self.d, 4)
@@ -171,15 +170,13 @@ def config(scale: str) -> Config:
         )
     if scale == "quick":
         return Config()
+    # d = 128 with every stage (d / 32)^2 = 16 times longer (online SGD needs ~d^(k*-1) samples for k* = 3)
     return Config(
         d=128,
         n_seeds=8,
-        n_experts=4,
-        stage1_steps=16000,
-        stage2_steps=2000,
-        stage3_steps=30000,
-        vanilla_width=128,
-        expert_width=24,
+        stage1_steps=48000,
+        stage2_steps=16000,
+        stage3_steps=48000,
         n_fit=32768,
         n_test=32768,
     )
