@@ -1,0 +1,146 @@
+"""Tests for the Kawata et al. (2025) chapter: generator, derivations (checked by quadrature / Monte Carlo),
+training invariants and the tiny preset end to end."""
+
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.polynomial import hermite_e
+
+from moetheory import hermite, runtime
+from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
+from moetheory.papers import kawata2025 as K
+
+runtime.set_threads(1)
+IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap",
+       "kawata2025/vanilla-global-overlap", "kawata2025/router-alignment", "kawata2025/moe-beats-vanilla"}
+
+
+# ----------------------------------------------------------------------------------------------- generator
+def test_generator_is_deterministic_for_a_seed():
+    p = make_cluster_problem(16, seed=3)
+    a = sample_clusters(p, 50, 2, generator=torch.Generator().manual_seed(1))
+    b = sample_clusters(p, 50, 2, generator=torch.Generator().manual_seed(1))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert np.allclose(make_cluster_problem(16, seed=3).global_dir, p.global_dir)
+
+
+@pytest.mark.parametrize("layout,c", [("antipodal", 2), ("orthogonal", 3), ("orthogonal", 4)])
+def test_directions_orthonormal_and_s_sums_to_zero(layout, c):
+    p = make_cluster_problem(16, c, layout=layout, seed=0)
+    dirs = np.vstack([p.local_dirs, p.global_dir])
+    assert np.allclose(dirs @ dirs.T, np.eye(c + 1)) and np.allclose(dirs @ p.means.T, 0)
+    assert abs(sum(p.s)) < 1e-12 and p.k_star == 3
+
+
+def test_generator_law_by_monte_carlo():
+    p = make_cluster_problem(12, rho=2.0, noise_std=0.1, seed=0)
+    n = 200_000
+    x, y, c = (t[0].double() for t in sample_clusters(p, n, 1, generator=torch.Generator().manual_seed(0)))
+    tol = 6 / math.sqrt(n / 2) * 4  # 6 sigma, std of y * h3 is below 4
+    for cl in range(2):
+        rows = c == cl
+        xc = x[rows]
+        assert np.allclose(xc.mean(0).numpy(), p.rho * p.means[cl], atol=6 / math.sqrt(rows.sum().item()))
+        h3 = lambda t: (t**3 - 3 * t) / math.sqrt(6)  # noqa: E731
+        local = (y[rows] * h3(xc @ torch.tensor(p.local_dirs[cl]))).mean().item()
+        glob = (y[rows] * h3(xc @ torch.tensor(p.global_dir))).mean().item()
+        assert abs(local - 1.0) < tol and abs(glob - p.s[cl]) < tol
+
+
+def test_validation_errors_name_the_parameter():
+    p = make_cluster_problem(8, seed=0)
+    fields = dict(means=p.means, local_dirs=p.local_dirs, global_dir=p.global_dir, rho=1.0,
+                  local_coeffs=p.local_coeffs, global_coeffs=p.global_coeffs, s=p.s, noise_std=0.1)
+    with pytest.raises(ValueError, match="s must sum to zero"):
+        ClusterSingleIndex(**{**fields, "s": (1.0, -0.5)})
+    with pytest.raises(ValueError, match="k\\* must be > 2"):
+        ClusterSingleIndex(**{**fields, "global_coeffs": (0, 0, 1, 1)})
+    with pytest.raises(ValueError, match="orthonormal"):
+        ClusterSingleIndex(**{**fields, "global_dir": p.local_dirs[0]})
+    with pytest.raises(ValueError, match="n_clusters"):
+        make_cluster_problem(4, 5)
+    with pytest.raises(ValueError, match="d must be >= 9"):
+        make_cluster_problem(8, 4, layout="orthogonal")
+    with pytest.raises(ValueError, match="antipodal"):
+        make_cluster_problem(16, 3, layout="antipodal")
+    with pytest.raises(ValueError, match="vanilla_width"):
+        K.Config(vanilla_width=0)
+    with pytest.raises(ValueError, match="activation"):
+        K.Config(activation="tanh")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-2, 2), min_size=1, max_size=7), st.floats(-3, 3))
+def test_hermite_series_matches_numpy(coeffs, z):
+    he_coeffs = [c / math.sqrt(math.factorial(k)) for k, c in enumerate(coeffs)]
+    value, deriv = hermite_series(torch.tensor([z], dtype=torch.float64), coeffs, derivative=True)
+    assert value.item() == pytest.approx(hermite_e.hermeval(z, he_coeffs), abs=1e-9)
+    assert deriv.item() == pytest.approx(hermite_e.hermeval(z, hermite_e.hermeder(he_coeffs)), abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- derivations
+def _quadrature_correlation(sigma_coeffs, m, mu, n=40):
+    """E[h3(Z1) sigma(m Z1 + sqrt(1 - m^2) Z2 + mu)] by a 2-D Gauss-Hermite rule."""
+    t, w = hermite_e.hermegauss(n)
+    w = w / math.sqrt(2 * math.pi)
+    z1, z2 = np.meshgrid(t, t, indexing="ij")
+    s = hermite_e.hermeval(m * z1 + math.sqrt(1 - m * m) * z2 + mu,
+                           [c / math.sqrt(math.factorial(k)) for k, c in enumerate(sigma_coeffs)])
+    return float((np.outer(w, w) * (z1**3 - 3 * z1) / math.sqrt(6) * s).sum())
+
+
+@pytest.mark.parametrize("coeffs", [(0, 0, 0, 1, 1), (0, 0, 0, 1, 0, 1), (0, 1, 0.5, 1, -1)])
+def test_global_correlation_matches_quadrature(coeffs):
+    z, m, a = sp.symbols("z m a", real=True)
+    sigma = sum(c * hermite.h(k, z) for k, c in enumerate(coeffs))
+    poly = K.global_correlation(sigma, z, (0, 0, 0, 1), (1, -1), (a, -a), 3, m)
+    for mv, av in [(0.3, 0.2), (-0.6, 0.1), (0.9, -0.15)]:
+        want = sum(sc * _quadrature_correlation(coeffs, mv, 3 * sc * av) for sc in (1, -1))
+        assert float(poly.subs({m: mv, a: av})) == pytest.approx(want, abs=1e-9)
+
+
+def test_effective_exponents():
+    z, m, a, b = sp.symbols("z m a b", real=True)
+    he3_he5 = hermite.he(3, z) + hermite.he(5, z)
+    he3_he4 = hermite.he(3, z) + hermite.he(4, z)
+    g = (0, 0, 0, 1)
+    exact = K.global_correlation(he3_he5, z, g, (1, -1), (a, -a), 3, m)
+    assert exact == 0 and K.effective_exponent(exact, (m, a)) == sp.oo
+    assert K.effective_exponent(K.global_correlation(he3_he4, z, g, (1, -1), (a, -a), 3, m), (m, a)) == 4
+    assert K.effective_exponent(K.global_correlation(he3_he5, z, g, (1, -1), (a, b), 3, m), (m, a, b)) == 5
+    inside = sp.expand(K.global_correlation(he3_he4, z, g, (1,), (a,), 3, m))  # one cluster: no cancellation
+    assert K.effective_exponent(inside, (m, a)) == 3
+
+
+def test_chance_level_by_monte_carlo():
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((4000, 20, 32))
+    mc = (np.abs(u[..., 0]) / np.linalg.norm(u, axis=-1)).max(-1)
+    assert K.chance_level(20, 32) == pytest.approx(mc.mean(), abs=6 * mc.std() / math.sqrt(len(mc)) + 0.01)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def test_prune_drops_near_parallel_rows():
+    router = torch.tensor([[[1.0, 0, 0], [0.99, 0.05, 0], [-1, 0, 0], [0, 1, 0]]])
+    keep = K._prune(router, torch.tensor([[0.2, 0.5, 0.2, 0.1]]), 0.9)
+    assert keep.tolist() == [[False, True, True, True]]
+
+
+def test_tiny_preset_end_to_end():
+    cfg = K.config("tiny")
+    result = K.run(cfg)
+    s, t = cfg.n_seeds, len(result.samples)
+    assert result.vanilla_overlap.shape == (s, t, cfg.vanilla_width, cfg.n_clusters + 1)
+    assert result.moe_overlap.shape == (s, t, cfg.n_experts * cfg.expert_width, cfg.n_clusters + 1)
+    assert np.all(np.nan_to_num(result.vanilla_overlap) <= 1 + 1e-5)
+    assert result.samples[-1] == cfg.total_steps * cfg.batch
+    claims = K.claims(result)
+    assert {c.id for c in claims} == IDS
+    assert claims[0].holds  # exact cancellation with an h3 neuron and antipodal means
+    metrics = result.metrics()
+    assert len(metrics["moe_test_mse"]) == s and 1 <= min(metrics["experts_kept"])
