@@ -121,4 +121,4 @@ def moe_pieces(n_experts=E, layers=L):
 
 def jump_lower_bound(jump=J):
     """Any continuous g (e.g. a ReLU MLP) has sup|f - g| >= J/2 near a jump of size J of f."""
-    return jump / 2
+    return sp.sympify(jump) / 2

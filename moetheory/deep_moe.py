@@ -33,7 +33,7 @@ from moetheory.moe import DenseMLP, MoELayer
 from moetheory.routing import Routing, combine, dispatch, plan_dispatch
 
 GATES = ("linear", "mlp")
-WEIGHTS = ("softmax", "hard")
+WEIGHTS = ("softmax", "hard", "straight")
 STACKS = ("serial", "parallel")
 
 
@@ -89,6 +89,8 @@ class RoutedLayer(nn.Module):
                         logits=logits)
         if self.weight == "hard":
             r = Routing(index=r.index, weight=torch.ones_like(r.weight) / r.index.shape[-1], logits=r.logits)
+        elif self.weight == "straight":  # value 1 (the paper's renormalised top-1), gradient of log softmax
+            r = Routing(index=r.index, weight=r.weight / r.weight.detach(), logits=r.logits)
         return r
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
