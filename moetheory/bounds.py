@@ -55,7 +55,7 @@ def routing_width():
 def mlp_parameters(sizes: Sequence[int]) -> int:
     """Weights and biases of a dense net with layer sizes ``[d_in, hidden..., d_out]``."""
     sizes = [check_int("layer size", s, 1) for s in sizes]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
 
 
 def moe_parameters(state: int, n_experts: int, width: int, n_hidden: int = 1, n_layers: int = 1,

@@ -7,7 +7,7 @@ Derived and displayed in the Hermite chapter (``book/hermite.ipynb``). Conventio
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import factorial
 
 import numpy as np
@@ -52,7 +52,7 @@ def _prepare(f, z) -> tuple[sp.Expr, sp.Symbol]:
     return f.subs(z, t), t
 
 
-@lru_cache(maxsize=None)
+@cache
 def _moment(n: int) -> sp.Integer:
     """E[Z^n] = (n - 1)!! for even n, 0 for odd n."""
     return sp.Integer(0) if n % 2 else sp.factorial2(n - 1)
@@ -71,7 +71,7 @@ def gaussian_expectation(expr, z: sp.Symbol) -> sp.Expr:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def _monomial_to_he(n: int) -> dict[int, sp.Rational]:
     """z^n = sum_j a_j He_j(z): a_j = n! / (j! ((n - j)/2)! 2^((n - j)/2)) for n - j even."""
     return {

@@ -23,7 +23,14 @@ from moetheory import runtime
 from moetheory.bounds import moe_parameters
 from moetheory.checks import check_float, check_int
 from moetheory.data import manifolds
-from moetheory.deep_moe import DenseNet, StackedMoE, circle_state, construct_circle_moe, evaluate, train_regression
+from moetheory.deep_moe import (
+    DenseNet,
+    StackedMoE,
+    circle_state,
+    construct_circle_moe,
+    evaluate,
+    train_regression,
+)
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 
@@ -241,7 +248,7 @@ def construction_slopes(result: Result) -> dict:
     """Fitted slope of log L-infinity error against log m, per number of experts E."""
     cfg = result.config
     return {int(e): loglog_slope(cfg.construction_widths, row)
-            for e, row in zip(cfg.construction_experts, result.construction_linf)}
+            for e, row in zip(cfg.construction_experts, result.construction_linf, strict=True)}
 
 
 def exp2_slopes(result: Result, kind: str = "sum", metric: str = "mse") -> dict:
