@@ -1,0 +1,154 @@
+"""Targets on low-dimensional structure in R^D for the Wang & E (2025) chapter.
+
+- a circle (d = 1) or a flat torus (d = 2) embedded in R^D by a random map with orthonormal rows (so no coordinate
+  is identically zero, unlike zero padding);
+- the piecewise target of eq. (4) on [0, E]^L with E^L unit cells, separable (``f_out`` = sum) or not (product);
+- a target with a jump, and a spiral whose arc-length pieces no linear gate can separate.
+
+All generators are deterministic for a seed and return float32 torch tensors on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from moetheory.checks import check_choice, check_float, check_int
+
+__all__ = [
+    "random_embedding", "circle_points", "circle_target", "sample_circle", "sample_torus", "piece_coefficients",
+    "cube_target", "sample_cube", "cube_grid", "jump_target", "sample_jump", "spiral_points", "sample_spiral",
+]
+
+CUBE_KINDS = ("sum", "product")
+
+
+def random_embedding(k: int, D: int, seed: int = 0) -> torch.Tensor:
+    """A ``(k, D)`` matrix with orthonormal rows (QR of a Gaussian matrix): ``x = u @ Q`` embeds R^k in R^D."""
+    check_int("D", D, check_int("k", k, 1))
+    rng = np.random.default_rng(check_int("seed", seed, 0))
+    q, r = np.linalg.qr(rng.standard_normal((D, k)))
+    q = q * np.sign(np.diag(r))  # unique QR: a deterministic function of the Gaussian draw
+    return torch.tensor(q.T, dtype=torch.float32)
+
+
+def circle_points(theta: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    """Points ``(cos t, sin t) @ Q`` in R^D for angles ``theta`` ``(n,)``; ``embedding`` is ``(2, D)``."""
+    return torch.stack([torch.cos(theta), torch.sin(theta)], -1) @ embedding
+
+
+def circle_target(theta: torch.Tensor) -> torch.Tensor:
+    """Experiment I's target ``sin(5 x1) + cos(3 x2)`` in the circle's own coordinates ``x1 = cos t, x2 = sin t``."""
+    return torch.sin(5 * torch.cos(theta)) + torch.cos(3 * torch.sin(theta))
+
+
+def sample_circle(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0, grid: bool = False):
+    """``(X (n, D), y (n,), theta (n,))``: uniform angles (or an even grid) on the randomly embedded circle."""
+    check_int("n", n, 1)
+    if grid:
+        theta = torch.arange(n, dtype=torch.float32) * (2 * math.pi / n) - math.pi
+    else:
+        gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
+        theta = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
+    X = circle_points(theta, random_embedding(2, D, embedding_seed))
+    return X, circle_target(theta), theta
+
+
+def sample_torus(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0):
+    """A flat torus (d = 2) ``(cos a, sin a, cos b, sin b) @ Q`` in R^D; target ``sin(2a) cos(b) + cos(3a)``.
+
+    Returns ``(X (n, D), y (n,), angles (n, 2))``.
+    """
+    check_int("n", n, 1)
+    gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
+    ang = (torch.rand(n, 2, generator=gen) * 2 - 1) * math.pi
+    feats = torch.cat([torch.cos(ang), torch.sin(ang)], -1)[:, [0, 2, 1, 3]]
+    X = feats @ random_embedding(4, D, embedding_seed)
+    y = torch.sin(2 * ang[:, 0]) * torch.cos(ang[:, 1]) + torch.cos(3 * ang[:, 0])
+    return X, y, ang
+
+
+def piece_coefficients(n_experts: int, n_layers: int, seed: int = 0) -> torch.Tensor:
+    """``(L, E, 3)`` amplitude, frequency and phase of the subfunctions f_{l,i}(t) = a sin(w t + b) of eq. (4)."""
+    check_int("n_experts", n_experts, 1)
+    check_int("n_layers", n_layers, 1)
+    gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
+    u = torch.rand(n_layers, n_experts, 3, generator=gen)
+    lo = torch.tensor([0.5, 1.0, 0.0])
+    hi = torch.tensor([1.0, 4.0, 2 * math.pi])
+    return lo + (hi - lo) * u
+
+
+def cube_target(x: torch.Tensor, coefficients: torch.Tensor, kind: str = "sum") -> torch.Tensor:
+    """Eq. (4): ``f(x) = f_out(f_{1,i_1}(x_1 - i_1), ..., f_{L,i_L}(x_L - i_L))`` with ``i_l = floor(x_l)``.
+
+    ``x`` is ``(n, L)`` in ``[0, E)^L``. ``kind="sum"`` (f_out = sum: separable by coordinate) or ``"product"``
+    (f_out = product: not separable). Neighbouring subfunctions are independent, so f jumps across cell faces.
+    """
+    check_choice("kind", kind, CUBE_KINDS)
+    n_layers, n_experts, _ = coefficients.shape
+    cell = x.floor().clamp(0, n_experts - 1).long()  # (n, L)
+    coef = coefficients[torch.arange(n_layers), cell]  # (n, L, 3)
+    local = x - cell
+    pieces = coef[..., 0] * torch.sin(coef[..., 1] * local + coef[..., 2])  # (n, L)
+    return pieces.sum(-1) if kind == "sum" else pieces.prod(-1)
+
+
+def sample_cube(n: int, n_experts: int = 3, n_layers: int = 2, kind: str = "sum", *, seed: int = 0,
+                target_seed: int = 0):
+    """``(x (n, L), y (n,))`` uniform on ``[0, E]^L`` with the eq. (4) target."""
+    check_int("n", n, 1)
+    gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
+    x = torch.rand(n, n_layers, generator=gen) * n_experts
+    return x, cube_target(x, piece_coefficients(n_experts, n_layers, target_seed), kind)
+
+
+def cube_grid(points_per_axis: int, n_experts: int = 3, n_layers: int = 2, kind: str = "sum", *,
+              target_seed: int = 0):
+    """A dense cell-centred grid on ``[0, E]^L`` (for L-infinity errors) with the eq. (4) target."""
+    check_int("points_per_axis", points_per_axis, 1)
+    axis = (torch.arange(points_per_axis, dtype=torch.float32) + 0.5) * (n_experts / points_per_axis)
+    x = torch.cartesian_prod(*([axis] * n_layers)).reshape(-1, n_layers)
+    return x, cube_target(x, piece_coefficients(n_experts, n_layers, target_seed), kind)
+
+
+def jump_target(x: torch.Tensor, jump: float) -> torch.Tensor:
+    """``sin(3 x) + J * 1[x >= 0]`` on [-1, 1]: smooth except a jump of size J at 0."""
+    return torch.sin(3 * x) + jump * (x >= 0).to(x.dtype)
+
+
+def sample_jump(n: int, jump: float = 1.0, *, seed: int = 0, grid: bool = False):
+    """``(x (n, 1), y (n,))`` uniform (or on an even grid that avoids 0) in [-1, 1]."""
+    check_int("n", n, 2)
+    jump = check_float("jump", jump, 0.0, low_open=True)
+    if grid:
+        x = (torch.arange(n, dtype=torch.float32) + 0.5) * (2 / n) - 1
+    else:
+        x = torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0))) * 2 - 1
+    return x[:, None], jump_target(x, jump)
+
+
+def spiral_points(t: torch.Tensor, turns: float = 1.5) -> torch.Tensor:
+    """Archimedean spiral ``r = t``, angle ``2 pi turns t`` for ``t`` in [0.2, 1]: ``(n, 2)``."""
+    angle = 2 * math.pi * turns * t
+    return torch.stack([t * torch.cos(angle), t * torch.sin(angle)], -1)
+
+
+def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 0, grid: bool = False):
+    """``(x (n, 2), y (n,), t (n,))`` on a spiral cut into ``n_pieces`` equal t-intervals with independent pieces.
+
+    The pieces are arcs that wind around the origin, so no linear gate (convex cells) can route them; the target
+    jumps between pieces (``cube_target`` on the 1-D cube [0, n_pieces)).
+    """
+    check_int("n", n, 2)
+    check_int("n_pieces", n_pieces, 1)
+    check_float("turns", turns, 0.0, low_open=True)
+    if grid:
+        t = 0.2 + 0.8 * (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    else:
+        t = 0.2 + 0.8 * torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
+    s = (t - 0.2) / 0.8 * n_pieces  # position in [0, n_pieces)
+    y = cube_target(s[:, None], piece_coefficients(n_pieces, 1, seed=7))
+    return spiral_points(t, turns), y, t

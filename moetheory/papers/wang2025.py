@@ -1,0 +1,300 @@
+"""Wang & E (2025), the expressive power of MoE: the chapter's experiments and claims (chapter wang2025).
+
+Five experiments, all with the paper's training recipe (Adam, lr 1e-3, batch 128, squared loss) and seeds (and
+widths) batched in one slot axis:
+
+1. construction: the untrained MoE of Corollary 4.9 on a circle in R^D (rate in m, versus E);
+2. Experiment I: a 1-layer 4-expert MoE on a randomly embedded circle for several ambient D, beside dense nets
+   matched on active and on total parameters;
+3. Experiment II: 2-layer x 3-expert (deep) against 1-layer x 6-expert (shallow) MoE on the eq. (4) target over
+   a width sweep, plus a parallel (no composition) MoE and a dense net; repeated on a non-separable variant;
+4. a jump: dense ReLU net against a 2-expert MoE;
+5. a spiral: linear gate against MLP gate against two MoE layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from moetheory import runtime
+from moetheory.bounds import moe_parameters
+from moetheory.checks import check_float, check_int
+from moetheory.data import manifolds
+from moetheory.deep_moe import (
+    DenseNet,
+    StackedMoE,
+    circle_state,
+    construct_circle_moe,
+    evaluate,
+    train_regression,
+)
+from moetheory.ledger import Claim
+from moetheory.papers import Paper
+
+# Experiment I and II "test errors" as reported (third-party notes of the paper's figures; unverified).
+PAPER_EXP1 = {16: 3.40e-4, 32: 3.38e-4, 64: 3.17e-4, 128: 3.42e-4}
+PAPER_EXP2_DEEP = {16: 8.32e-5, 32: 1.41e-5, 64: 4.73e-6, 128: 2.59e-6}
+PAPER_EXP2_SHALLOW = {16: 7.96e-5, 32: 2.17e-5, 64: 2.65e-5, 128: 4.60e-5}
+UNVERIFIED = "paper's Experiment {} as reported in third-party notes (unverified; appendix not consulted)"
+
+
+@dataclass(frozen=True)
+class Config:
+    seeds: int = 3  # independent initialisations per model, trained in one batched step
+    lr: float = 1e-3  # Adam learning rate (the paper's)
+    batch_size: int = 128  # minibatch per slot (the paper's)
+    n_train: int = 8192  # training points (the paper's count is not stated in the main text)
+    construction_dim: int = 64  # ambient D of the constructed MoE
+    construction_experts: tuple[int, ...] = (2, 4, 8, 16)  # E of the construction
+    construction_widths: tuple[int, ...] = (8, 16, 32, 64, 128)  # m of the construction
+    exp1_dims: tuple[int, ...] = (8, 32, 128)  # ambient dimensions D (>= 3 values spanning 16x)
+    exp1_width: int = 10  # expert width of the 1-4-MoE (the paper's)
+    exp1_experts: int = 4  # experts (the paper's)
+    exp1_iterations: int = 2000  # Adam steps (the paper's)
+    exp2_widths: tuple[int, ...] = (8, 16, 32, 64)  # expert widths m of the sweep (paper: 16..128)
+    exp2_iterations: int = 2000  # Adam steps (paper: 5000)
+    exp2_grid: int = 150  # test grid points per axis on [0, 3]^2 (L-infinity and MSE)
+    jump: float = 1.0  # jump size J
+    jump_width: int = 32  # expert width of the 2-expert MoE for the jump
+    jump_iterations: int = 2000  # Adam steps
+    spiral_pieces: int = 4  # arcs of the spiral (experts)
+    spiral_width: int = 16  # expert width
+    spiral_iterations: int = 1000  # Adam steps
+    test_points: int = 8192  # test grid size on curves (circle, interval, spiral)
+
+    def __post_init__(self):
+        check_int("seeds", self.seeds, 1, 64)
+        check_float("lr", self.lr, 0.0, 1.0, low_open=True)
+        for name in ("batch_size", "n_train", "construction_dim", "exp1_width", "exp1_experts", "jump_width",
+                     "spiral_width", "test_points", "exp2_grid"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("exp1_iterations", "exp2_iterations", "jump_iterations", "spiral_iterations"):
+            check_int(name, getattr(self, name), 0)
+        check_int("spiral_pieces", self.spiral_pieces, 2)
+        check_float("jump", self.jump, 0.0, low_open=True)
+        for name in ("construction_experts", "construction_widths", "exp1_dims", "exp2_widths"):
+            values = getattr(self, name)
+            if len(values) < 2 or any(check_int(name, v, 1) < 2 for v in values):
+                raise ValueError(f"{name} must hold at least two integers >= 2; got {values!r}")
+
+
+def config(scale: str) -> Config:
+    """``tiny`` (unit tests), ``quick`` (the notebook) or ``paper`` (the paper's widths, D and iterations)."""
+    scale = runtime.check_scale(scale)
+    if scale == "tiny":
+        return Config(seeds=2, n_train=512, construction_experts=(4, 8), construction_widths=(8, 16),
+                      exp1_dims=(4, 16, 64), exp1_iterations=30, exp2_widths=(4, 8), exp2_iterations=30,
+                      exp2_grid=30, jump_iterations=30, spiral_iterations=30, test_points=512)
+    if scale == "quick":
+        return Config(seeds=2)
+    return Config(seeds=5, exp1_dims=(16, 32, 64, 128), exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
+                  spiral_width=32, spiral_iterations=2000)
+
+
+@dataclass
+class Result:
+    config: Config
+    construction_linf: np.ndarray  # (E, m) L-infinity error of the constructed MoE
+    exp1: dict = field(default_factory=dict)  # model -> {"linf", "mse": (D, seeds)}, "params": model -> (D,)
+    exp2: dict = field(default_factory=dict)  # target -> model -> {"linf", "mse": (widths, seeds)}
+    exp2_params: dict = field(default_factory=dict)  # model -> total parameters per width
+    jump: dict = field(default_factory=dict)  # model -> {"linf", "mse": (seeds,)}
+    spiral: dict = field(default_factory=dict)  # model -> {"linf", "mse": (seeds,)}
+
+    def metrics(self) -> dict:
+        def plain(v):
+            if isinstance(v, dict):
+                return {str(k): plain(x) for k, x in v.items()}
+            return np.asarray(v).tolist()
+
+        return plain({"construction_linf": self.construction_linf, "exp1": self.exp1, "exp2": self.exp2,
+                      "exp2_params": self.exp2_params, "jump": self.jump, "spiral": self.spiral,
+                      "slopes": {"construction": construction_slopes(self), "exp2": exp2_slopes(self)}})
+
+
+def _errors(res, n_groups: int) -> dict:
+    return {"linf": res.linf.reshape(n_groups, -1), "mse": res.mse.reshape(n_groups, -1)}
+
+
+def _fit(model, X, y, iterations, cfg, dev, gen):
+    train_regression(model.to(dev), X, y, iterations=iterations, lr=cfg.lr, batch_size=cfg.batch_size,
+                     generator=gen)
+    return model
+
+
+def run_construction(cfg: Config) -> np.ndarray:
+    """L-infinity errors ``(E, m)`` of Corollary 4.9's MoE on a grid of the circle in R^D (CPU, untrained)."""
+    X, y, _ = manifolds.sample_circle(cfg.test_points, cfg.construction_dim, grid=True)
+    emb = manifolds.random_embedding(2, cfg.construction_dim)
+    out = np.zeros((len(cfg.construction_experts), len(cfg.construction_widths)))
+    with torch.no_grad():
+        for i, e in enumerate(cfg.construction_experts):
+            for j, w in enumerate(cfg.construction_widths):
+                layer = construct_circle_moe(e, w, emb, manifolds.circle_target)
+                out[i, j] = float((layer(circle_state(X))[0, :, 0] - y).abs().max())
+    return out
+
+
+def run_exp1(cfg: Config, dev, gen) -> dict:
+    """Experiment I: 1-4-MoE vs dense nets matched on active / total parameters, for each ambient D."""
+    out = {"moe": [], "dense_active": [], "dense_total": [], "width_active": [], "width_total": []}
+    for D in cfg.exp1_dims:
+        X, y, _ = manifolds.sample_circle(cfg.n_train, D, seed=1)
+        Xt, yt, _ = manifolds.sample_circle(cfg.test_points, D, grid=True)
+        X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
+        moe = _fit(StackedMoE(D, cfg.exp1_experts, [cfg.exp1_width] * cfg.seeds), X, y, cfg.exp1_iterations,
+                   cfg, dev, gen)
+        count = moe_parameters(D + 2, cfg.exp1_experts, cfg.exp1_width)
+        w_act, w_tot = (max(1, round((count[key] - 1) / (D + 2))) for key in ("active", "total"))
+        dense = _fit(DenseNet(D, [w_act] * cfg.seeds + [w_tot] * cfg.seeds), X, y, cfg.exp1_iterations, cfg, dev,
+                     gen)
+        r_moe, r_dense = evaluate(moe, Xt, yt), _errors(evaluate(dense, Xt, yt), 2)
+        out["moe"].append(r_moe)
+        out["dense_active"].append((r_dense["linf"][0], r_dense["mse"][0]))
+        out["dense_total"].append((r_dense["linf"][1], r_dense["mse"][1]))
+        out["width_active"].append(w_act)
+        out["width_total"].append(w_tot)
+    res = {"dims": list(cfg.exp1_dims), "width_active": out["width_active"], "width_total": out["width_total"],
+           "moe": {"linf": np.stack([r.linf for r in out["moe"]]), "mse": np.stack([r.mse for r in out["moe"]])}}
+    for key in ("dense_active", "dense_total"):
+        res[key] = {"linf": np.stack([a for a, _ in out[key]]), "mse": np.stack([b for _, b in out[key]])}
+    return res
+
+
+def run_exp2(cfg: Config, dev, gen) -> tuple[dict, dict]:
+    """Experiment II on the eq. (4) target (sum) and its non-separable variant (product), width sweep.
+
+    Deep (2 x 3, serial) and parallel (2 x 3, no composition) share one batched model; a dense net matched on the
+    deep MoE's total parameters; the 1-6-MoE on the sum target only (the paper's comparison).
+    """
+    widths, s = list(cfg.exp2_widths), cfg.seeds
+    slots = [w for w in widths for _ in range(s)]  # (widths x seeds)
+    deep_total = [moe_parameters(4, 3, w, n_layers=2)["total"] for w in widths]
+    dense_w = [max(1, round((t - 1) / 4)) for t in deep_total]  # dense 2 -> w -> 1 has 4w + 1 parameters
+    params = {"deep": deep_total, "shallow": [moe_parameters(4, 6, w)["total"] for w in widths],
+              "dense": [4 * w + 1 for w in dense_w], "dense_width": dense_w}
+    out = {}
+    for kind in ("sum", "product"):
+        X, y = manifolds.sample_cube(cfg.n_train, 3, 2, kind, seed=1)
+        Xt, yt = manifolds.cube_grid(cfg.exp2_grid, 3, 2, kind)
+        X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
+        both = StackedMoE(2, 3, slots * 2, n_layers=2, stack=["serial"] * len(slots) + ["parallel"] * len(slots))
+        deep_par = _errors(evaluate(_fit(both, X, y, cfg.exp2_iterations, cfg, dev, gen), Xt, yt), 2)
+        dense = _fit(DenseNet(2, [w for w in dense_w for _ in range(s)]), X, y, cfg.exp2_iterations, cfg, dev, gen)
+        out[kind] = {
+            "deep": {k: v[0].reshape(len(widths), s) for k, v in deep_par.items()},
+            "parallel": {k: v[1].reshape(len(widths), s) for k, v in deep_par.items()},
+            "dense": _errors(evaluate(dense, Xt, yt), len(widths)),
+        }
+        if kind == "sum":  # Experiment II proper: the 1-6-MoE with comparable parameters
+            shallow = _fit(StackedMoE(2, 6, slots), X, y, cfg.exp2_iterations, cfg, dev, gen)
+            out[kind]["shallow"] = _errors(evaluate(shallow, Xt, yt), len(widths))
+    return out, params
+
+
+def run_jump(cfg: Config, dev, gen) -> dict:
+    """A 2-expert MoE against a dense ReLU net with the MoE's total parameter count, on sin(3x) + J 1[x >= 0]."""
+    X, y = manifolds.sample_jump(cfg.n_train, cfg.jump, seed=1)
+    Xt, yt = manifolds.sample_jump(cfg.test_points, cfg.jump, grid=True)
+    X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
+    moe = _fit(StackedMoE(1, 2, [cfg.jump_width] * cfg.seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
+    width = round((moe_parameters(3, 2, cfg.jump_width)["total"] - 1) / 3)  # dense 1 -> w -> 1: 3w + 1
+    dense = _fit(DenseNet(1, [width] * cfg.seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
+    return {"moe": _errors(evaluate(moe, Xt, yt), 1), "dense": _errors(evaluate(dense, Xt, yt), 1),
+            "dense_width": width}
+
+
+def run_spiral(cfg: Config, dev, gen) -> dict:
+    """Spiral arcs: 1 layer with a linear gate, 1 layer with an MLP gate, 2 layers with linear gates."""
+    X, y, _ = manifolds.sample_spiral(cfg.n_train, cfg.spiral_pieces, seed=1)
+    Xt, yt, _ = manifolds.sample_spiral(cfg.test_points, cfg.spiral_pieces, grid=True)
+    X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
+    slots, e = [cfg.spiral_width] * cfg.seeds, cfg.spiral_pieces
+    models = {"linear_gate": StackedMoE(2, e, slots), "mlp_gate": StackedMoE(2, e, slots, gate="mlp"),
+              "two_layers": StackedMoE(2, e, slots, n_layers=2)}
+    return {k: _errors(evaluate(_fit(m, X, y, cfg.spiral_iterations, cfg, dev, gen), Xt, yt), 1)
+            for k, m in models.items()}
+
+
+def run(cfg: Config, device="auto", progress: bool = False) -> Result:
+    """All five experiments; seeds are batched in a slot axis, every model type trained once per setting."""
+    dev = runtime.resolve_device(device)
+    steps = ("construction", "exp1", "exp2", "jump", "spiral")
+    result = Result(config=cfg, construction_linf=np.zeros(0))
+    for step in runtime.progress(steps, desc="wang2025", enabled=progress):
+        gen = runtime.seed_everything(steps.index(step))
+        if step == "construction":
+            result.construction_linf = run_construction(cfg)
+        elif step == "exp1":
+            result.exp1 = run_exp1(cfg, dev, gen)
+        elif step == "exp2":
+            result.exp2, result.exp2_params = run_exp2(cfg, dev, gen)
+        elif step == "jump":
+            result.jump = run_jump(cfg, dev, gen)
+        else:
+            result.spiral = run_spiral(cfg, dev, gen)
+    return result
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x."""
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def construction_slopes(result: Result) -> dict:
+    """Fitted slope of log L-infinity error against log m, per number of experts E."""
+    cfg = result.config
+    return {int(e): loglog_slope(cfg.construction_widths, row)
+            for e, row in zip(cfg.construction_experts, result.construction_linf, strict=True)}
+
+
+def exp2_slopes(result: Result, kind: str = "sum", metric: str = "mse") -> dict:
+    """Fitted slope of log (seed-median) test error against log width, per model, on Experiment II."""
+    widths = result.config.exp2_widths
+    return {model: loglog_slope(widths, np.median(errs[metric], 1)) for model, errs in result.exp2[kind].items()}
+
+
+def claims(result: Result) -> list[Claim]:
+    cfg = result.config
+    moe_mse = np.median(result.exp1["moe"]["mse"], 1)  # (D,)
+    ratio = float(moe_mse.max() / moe_mse.min())
+    paper_ratio = max(PAPER_EXP1.values()) / min(PAPER_EXP1.values())
+    slopes = exp2_slopes(result)
+    paper_deep = loglog_slope(list(PAPER_EXP2_DEEP), list(PAPER_EXP2_DEEP.values()))
+    paper_shallow = loglog_slope(list(PAPER_EXP2_SHALLOW), list(PAPER_EXP2_SHALLOW.values()))
+    dense_linf = float(result.jump["dense"]["linf"].min())
+    moe_linf = float(np.median(result.jump["moe"]["linf"]))
+    half = cfg.jump / 2
+    return [
+        Claim("wang2025/ambient-dimension-free",
+              "The 1-4-MoE's test error on a circle does not grow with the ambient dimension D",
+              round(paper_ratio, 3), round(ratio, 3), ratio <= 3,
+              criterion=f"max/min over D in {list(cfg.exp1_dims)} of the seed-median test MSE <= 3 "
+                        "(random orthonormal embedding, not zero padding)",
+              source=UNVERIFIED.format("I") + ": ratio of the reported errors at D = 16..128"),
+        Claim("wang2025/deep-moe-width-slope",
+              "The 2-layer x 3-expert MoE's error keeps falling with expert width m on the eq. (4) target",
+              round(paper_deep, 3), round(slopes["deep"], 3), slopes["deep"] <= -1,
+              criterion=f"least-squares slope of log median test MSE vs log m, m in {list(cfg.exp2_widths)}, <= -1",
+              source=UNVERIFIED.format("II") + ": slope fitted here to the reported points"),
+        Claim("wang2025/shallow-plateau",
+              "The 1-layer x 6-expert MoE stops improving with width while the 2-layer x 3-expert one keeps improving",
+              f"1-6: {paper_shallow:.2f}, 2-3: {paper_deep:.2f}",
+              f"1-6: {slopes['shallow']:.2f}, 2-3: {slopes['deep']:.2f}",
+              slopes["shallow"] >= -0.5 and slopes["deep"] <= slopes["shallow"] - 0.5,
+              criterion="log-log slopes of median test MSE vs width: shallow >= -0.5 and deep <= shallow - 0.5",
+              source=UNVERIFIED.format("II") + ": slopes fitted here to the reported points"),
+        Claim("wang2025/jump-separation",
+              "On a target with a jump J, a dense ReLU net stays >= J/2 in L-infinity while a 2-expert MoE does not",
+              "not reported", f"dense {dense_linf:.3f}, MoE {moe_linf:.3f} (J/2 = {half:.3g})",
+              dense_linf >= half and moe_linf <= half / 2,
+              criterion="min over seeds of the dense net's grid L-inf error >= J/2 and the MoE's seed-median <= J/4",
+              source="derived in this chapter (continuity of ReLU nets); no such experiment in the paper"),
+    ]
+
+
+PAPER = Paper(name="wang2025", title="Wang & E (2025): expressive power of MoE on manifolds and with depth",
+              cite_key="wang2025", config=config, run=run, claims=claims)

@@ -1,0 +1,154 @@
+"""Tests of the Wang & E (2025) chapter: data, stacked MoE, the construction, the paper module."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moetheory import runtime
+from moetheory.data import manifolds
+from moetheory.deep_moe import (
+    DenseNet,
+    StackedMoE,
+    circle_state,
+    construct_circle_moe,
+    evaluate,
+    train_regression,
+)
+from moetheory.papers import wang2025
+
+runtime.set_threads(1)
+CLAIM_IDS = {"wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope", "wang2025/shallow-plateau",
+             "wang2025/jump-separation"}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 4), st.integers(4, 40), st.integers(0, 1000))
+def test_embedding_is_orthonormal_and_dense(k, D, seed):
+    Q = manifolds.random_embedding(k, D, seed)
+    assert torch.allclose(Q @ Q.T, torch.eye(k), atol=1e-5)
+    assert torch.equal(Q, manifolds.random_embedding(k, D, seed))
+
+
+def test_circle_is_isometric_and_not_padded():
+    X, y, theta = manifolds.sample_circle(500, 32, seed=3)
+    assert torch.allclose(X.norm(dim=1), torch.ones(500), atol=1e-5)
+    assert (X.abs().amax(0) > 1e-3).all()  # every ambient coordinate varies (zero padding would not)
+    assert torch.allclose(y, torch.sin(5 * theta.cos()) + torch.cos(3 * theta.sin()))
+    X2, y2, _ = manifolds.sample_circle(500, 32, seed=3)
+    assert torch.equal(X, X2) and torch.equal(y, y2)
+    Xt, _, _ = manifolds.sample_torus(100, 16)
+    assert torch.allclose(Xt.norm(dim=1), torch.full((100,), math.sqrt(2.0)), atol=1e-5)
+
+
+def test_cube_target_cells_and_kinds():
+    coef = manifolds.piece_coefficients(3, 2, seed=0)
+    x = torch.tensor([[0.25, 2.5], [1.5, 0.75]])
+    a, w, b = coef.unbind(-1)
+    f = lambda l, i, t: float(a[l, i] * torch.sin(w[l, i] * t + b[l, i]))
+    expect_sum = [f(0, 0, 0.25) + f(1, 2, 0.5), f(0, 1, 0.5) + f(1, 0, 0.75)]
+    expect_prod = [f(0, 0, 0.25) * f(1, 2, 0.5), f(0, 1, 0.5) * f(1, 0, 0.75)]
+    assert manifolds.cube_target(x, coef, "sum").tolist() == pytest.approx(expect_sum, rel=1e-5)
+    assert manifolds.cube_target(x, coef, "product").tolist() == pytest.approx(expect_prod, rel=1e-5)
+    xg, _ = manifolds.cube_grid(12, 3, 2)
+    assert xg.shape == (144, 2) and len(torch.unique(xg.floor(), dim=0)) == 9  # E^L cells
+    with pytest.raises(ValueError, match="kind"):
+        manifolds.cube_target(x, coef, "max")
+
+
+def test_jump_and_spiral():
+    x, y = manifolds.sample_jump(1000, 2.0, grid=True)
+    gap = y[x[:, 0] >= 0].min() - y[x[:, 0] < 0].max()
+    assert float(gap) > 1.9
+    with pytest.raises(ValueError, match="jump"):
+        manifolds.sample_jump(10, 0.0)
+    pts, _, t = manifolds.sample_spiral(200, 4, seed=0)
+    assert torch.allclose(pts.norm(dim=1), t, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_experts", [4, 8])
+def test_construction_matches_interpolation_and_rate(n_experts):
+    emb = manifolds.random_embedding(2, 24, seed=1)
+    X, y, theta = manifolds.sample_circle(4000, 24, grid=True, embedding_seed=1)
+    errs = []
+    for m in (16, 32, 64):
+        layer = construct_circle_moe(n_experts, m, emb, manifolds.circle_target)
+        with torch.no_grad():
+            out = layer(circle_state(X))[0, :, 0]
+        chart = layer.last_routing.index[0, :, 0]
+        centre = chart * (2 * math.pi / n_experts)
+        offset = torch.remainder(theta - centre + math.pi, 2 * math.pi) - math.pi
+        assert offset.abs().max() <= math.pi / n_experts + 1e-4  # routed to the nearest chart centre
+        # independent route: numpy interpolation in the chart coordinate s = sin(theta - centre)
+        a = math.sin(math.pi / n_experts)
+        s = torch.sin(theta - centre).double().numpy()
+        knots = np.linspace(-a, a, m + 1)
+        ref = np.empty_like(s)
+        for i in range(n_experts):
+            sel = chart.numpy() == i
+            vals = manifolds.circle_target(torch.tensor(2 * math.pi * i / n_experts + np.arcsin(knots))).numpy()
+            ref[sel] = np.interp(s[sel], knots, vals)
+        assert np.abs(out.double().numpy() - ref).max() < 1e-4
+        errs.append(float((out - y).abs().max()))
+    slope = wang2025.loglog_slope([16, 32, 64], errs)
+    assert -2.3 < slope < -1.7  # piecewise-linear interpolation of a smooth function: O(m^-2)
+
+
+def test_width_masking_is_exact_and_stays_exact():
+    runtime.seed_everything(0)
+    model = StackedMoE(2, 3, [3, 8], n_layers=2)
+    hidden = model.layers[0].moe.experts.layers[0]
+    X, y = manifolds.sample_cube(256, 3, 2)
+    train_regression(model, X, y, iterations=20, generator=torch.Generator().manual_seed(0))
+    assert hidden.weight[0, ..., 3:].abs().max() == 0 and hidden.bias[0, ..., 3:].abs().max() == 0
+    assert hidden.weight[1, ..., 3:].abs().max() > 0
+    dense = DenseNet(2, [2, 5], separable=True)
+    assert dense(X[None].expand(2, -1, -1)).shape == (2, 256)
+
+
+def test_parallel_slots_ignore_composition_and_slots_are_independent():
+    runtime.seed_everything(1)
+    model = StackedMoE(2, 3, [4, 4], n_layers=2, stack=["serial", "parallel"])
+    X = torch.rand(2, 50, 2) * 3
+    out = model(X)
+    h0 = torch.cat([X, torch.ones_like(X[..., :1]), torch.zeros_like(X[..., :1])], -1)
+    par = sum(layer(h0) for layer in model.layers)[1, :, 0]
+    assert torch.allclose(out[1], par, atol=1e-6)
+    X2 = X.clone()
+    X2[0] += 1.0  # changing slot 0's input leaves slot 1 alone
+    assert torch.allclose(model(X2)[1], out[1])
+    with pytest.raises(ValueError, match="stack"):
+        StackedMoE(2, 3, [4, 4], stack=["serial"])
+
+
+def test_training_reduces_error():
+    runtime.seed_everything(2)
+    X, y, _ = manifolds.sample_circle(1024, 8, seed=1)
+    model = StackedMoE(8, 4, [10, 10])
+    before = evaluate(model, X, y).mse
+    train_regression(model, X, y, iterations=300, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    assert (evaluate(model, X, y).mse < 0.5 * before).all()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="seeds"):
+        wang2025.Config(seeds=0)
+    with pytest.raises(ValueError, match="exp2_widths"):
+        wang2025.Config(exp2_widths=(16,))
+    with pytest.raises(ValueError, match="scale"):
+        wang2025.config("huge")
+    with pytest.raises(ValueError, match="gate"):
+        StackedMoE(2, 3, [4], gate="attention")
+
+
+def test_tiny_end_to_end():
+    result = wang2025.run(wang2025.config("tiny"), device="cpu")
+    got = wang2025.claims(result)
+    assert {c.id for c in got} == CLAIM_IDS
+    assert all(isinstance(c.holds, bool) for c in got)
+    metrics = result.metrics()
+    assert set(metrics["exp2"]) == {"sum", "product"}
+    assert np.asarray(metrics["exp1"]["moe"]["mse"]).shape == (3, 2)
