@@ -13,6 +13,7 @@ JB_FLAGS ?=
 .PHONY: book test install mathjax unit nbval lint citation book-strict execute results clean
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
+	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
@@ -56,6 +57,7 @@ nbval: install ## strict nbval: every chapter re-executed, every output compared
 	@echo "[$$(date +%T)] nbval done"
 
 book-strict: install mathjax ## the book with warnings as errors
+	touch book/intro.md
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "[$$(date +%T)] strict book build done"
 
