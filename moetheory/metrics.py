@@ -3,8 +3,6 @@ Kawata et al.), and permutation-invariant parameter errors (Makkuva et al.). Bat
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -58,9 +56,3 @@ def permutation_error(estimate, truth, *, sign_invariant: bool = False) -> float
     rows, cols = linear_sum_assignment(cost)
     return float(np.sqrt(cost[rows, cols].sum()))
 
-
-def best_permutation(estimate, truth) -> tuple[int, ...]:
-    """The permutation ``pi`` with ``estimate[pi[i]]`` matched to ``truth[i]`` (brute force, small k only)."""
-    est, tru = np.asarray(estimate, dtype=float), np.asarray(truth, dtype=float)
-    k = check_int("number of rows", len(est), 1, 8)
-    return min(itertools.permutations(range(k)), key=lambda p: ((est[list(p)] - tru) ** 2).sum())
