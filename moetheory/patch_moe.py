@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from moetheory import metrics, routing
 from moetheory.checks import check_choice, check_float, check_int
-from moetheory.experts import ACTIVATIONS, get_activation
+from moetheory.experts import ACTIVATIONS
 from moetheory.optim import normalized_gd_
 
 MIN_LOSS = math.log(1 + math.exp(-1))
@@ -39,61 +39,117 @@ def init_filters(shape: tuple[int, ...], dim: int, scale: float, generator: torc
     return w.to(device).requires_grad_(), b.to(device).requires_grad_()
 
 
-DERIVATIVES = {
-    "cubic": lambda z: 3 * z * z,
-    "relu": lambda z: (z > 0).to(z.dtype),
-    "tanh": lambda z: 1 - torch.tanh(z) ** 2,
-    "gelu": lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi),
-    "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
-}
+def _cubic(z, keep):  # z^3 = z * z^2 keeping z^2: the 3 of 3 z^2 goes on the upstream gradient (scale 3)
+    if not keep:
+        return z.pow_(3), None
+    square = z * z
+    return z.mul_(square), square
+
+
+def _tanh(z, keep):
+    value = z.tanh_()
+    return value, (torch.mul(value, value).neg_().add_(1) if keep else None)
+
+
+def _sigmoid(z, keep):
+    value = z.sigmoid_()
+    return value, (value * (1 - value) if keep else None)
+
+
+def _relu(z, keep):
+    slope = (z > 0).to(z.dtype) if keep else None
+    return z.clamp_min_(0), slope
+
+
+def _gelu(z, keep):
+    if not keep:
+        return F.gelu(z), None
+    cdf = torch.erf(z * (1 / math.sqrt(2))).add_(1).mul_(0.5)  # Phi(z)
+    slope = torch.exp(z * z * -0.5).mul_(z).mul_(1 / math.sqrt(2 * math.pi)).add_(cdf)  # Phi(z) + z phi(z)
+    return z.mul_(cdf), slope
+
+
+VALUE_AND_SLOPE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid}
+"""Nonlinear activations of the patch CNNs: ``f(z, keep) -> (sigma(z), sigma'(z) / scale or None)``, computed in
+place on ``z`` (scale 3 for the cubic, 1 otherwise)."""
+SLOPE_SCALE = {"cubic": 3.0}
 CHUNK_FLOATS = 1 << 19
-"""Elements of one row block of pre-activations (2 MiB of float32: the per-core L2 cache of the test machine)."""
-
-
-def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
-    return z * z * z if activation == "cubic" else get_activation(activation)(z)
+"""Floats in one block: its pre-activations, plus its rows when they are gathered (2 MiB of float32, the size of
+the per-core L2 cache of the machine this was tuned on)."""
 
 
 class PatchActivationSum(torch.autograd.Function):
     """``h[g, r, f] = sum_p sigma(<x[g, r, p], w[g, :, f]> + b[g, 0, f])`` computed block by block.
 
-    The pre-activations ``z`` (rows x P x F per group) are never stored: each block of groups (or of rows, when one
-    group is too big) is recomputed in the backward pass while it sits in cache (4-5x faster on a CPU than
-    materialising ``z`` for 16,000 rows). ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``,
-    ``b`` ``(G, 1, F)``.
+    ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``, ``b`` ``(G, 1, F)``. The pre-activations
+    ``z`` are made one block of groups (or of rows, when one group is too big) at a time, so that ``z``, its
+    activation and its sum over patches stay in cache; when a gradient is needed, the block's ``sigma'(z)`` is
+    kept (one tensor the size of ``z``) for the backward pass, which then needs one matrix product per block.
+
+    With ``readout`` ``(F, K)`` the output is ``h @ readout`` ``(G, R, K)`` instead of ``h``, one small product per
+    block (the MoE reads out only the margin between the two class halves).
+
+    With ``source`` ``(G * R,)``, ``x`` is instead one shared table of rows ``(n, P, d)`` and group ``g``'s row
+    ``r`` is ``x[source[g * R + r]]``: the MoE gathers each block of tiles just before it computes on it, so the
+    gathered rows stay in cache instead of going through a buffer of every seed's rows in memory.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, activation):
-        ctx.save_for_backward(x, w, b)
-        ctx.activation = activation
-        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
-        out = x.new_empty(groups, rows, w.shape[-1])
-        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
-            xb = _x_block(x, g0, g1, r0, r1)
-            z = torch.baddbmm(b[g0:g1], xb, w[g0:g1])
-            out[g0:g1, r0:r1] = _activate(z, activation).view(g1 - g0, r1 - r0, n_patches, -1).sum(2)
+    def forward(ctx, x, w, b, activation, source=None, readout=None):
+        groups, n_patches, n_filters = w.shape[0], x.shape[-2], w.shape[-1]
+        rows = x.shape[1] if source is None else source.numel() // groups
+        if readout is not None:  # (F, K) -> (P F, K): the sum over patches and the read-out in one product
+            readout_p = readout.repeat(n_patches, 1)
+        out = x.new_empty(groups, rows, n_filters if readout is None else readout.shape[1])
+        keep, slopes = ctx.needs_input_grad[1] or ctx.needs_input_grad[2], []  # one small tensor per block
+        for g0, g1, r0, r1 in _blocks(groups, rows, _block_floats(x, n_filters, source)):
+            z = torch.baddbmm(b[g0:g1], _x_block(x, source, rows, g0, g1, r0, r1), w[g0:g1])
+            z, slope = VALUE_AND_SLOPE[activation](z, keep)
+            if keep:
+                slopes.append(slope)
+            if readout is None:
+                torch.sum(z.view(g1 - g0, r1 - r0, n_patches, -1), 2, out=out[g0:g1, r0:r1])
+            else:
+                torch.matmul(z.view(g1 - g0, r1 - r0, -1), readout_p, out=out[g0:g1, r0:r1])
+        ctx.save_for_backward(x, source, readout, *slopes)
+        ctx.scale, ctx.shape = SLOPE_SCALE.get(activation, 1.0), (groups, n_patches, w.shape[-2:])
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, w, b = ctx.saved_tensors
-        groups, rows, n_patches = w.shape[0], x.shape[1], x.shape[2]
-        gw, gb = torch.zeros_like(w), torch.zeros_like(b)
-        for g0, g1, r0, r1 in _blocks(groups, rows, n_patches * w.shape[-1]):
-            xb = _x_block(x, g0, g1, r0, r1)
-            dz = DERIVATIVES[ctx.activation](torch.baddbmm(b[g0:g1], xb, w[g0:g1]))
-            dz = dz.view(g1 - g0, r1 - r0, n_patches, -1).mul_(grad[g0:g1, r0:r1].unsqueeze(2))
-            dz = dz.view(g1 - g0, -1, dz.shape[-1])
-            gw[g0:g1].baddbmm_(xb.transpose(1, 2), dz)
+        x, source, readout, *slopes = ctx.saved_tensors
+        (groups, n_patches, (dim, n_filters)), rows = ctx.shape, grad.shape[1]
+        gw, gb = grad.new_zeros(groups, dim, n_filters), grad.new_zeros(groups, 1, n_filters)
+        if readout is not None:
+            readout = readout.T * ctx.scale  # (K, F)
+        else:
+            grad = grad * ctx.scale
+        blocks = _blocks(groups, rows, _block_floats(x, n_filters, source))
+        for (g0, g1, r0, r1), slope in zip(blocks, slopes, strict=True):
+            gh = grad[g0:g1, r0:r1]  # upstream gradient of h for this block (G', R', F)
+            if readout is not None:  # an outer product when K = 1 (a matrix product with K = 1 is slow on CPUs)
+                gh = gh * readout[0] if readout.shape[0] == 1 else gh @ readout
+            dz = slope.view(g1 - g0, r1 - r0, n_patches, n_filters) * gh.unsqueeze(2)
+            dz = dz.view(g1 - g0, -1, n_filters)
+            gw[g0:g1].baddbmm_(_x_block(x, source, rows, g0, g1, r0, r1).transpose(1, 2), dz)
             gb[g0:g1] += dz.sum(1, keepdim=True)
-        return None, gw, gb, None
+        return None, gw, gb, None, None, None
 
 
-def _x_block(x: torch.Tensor, g0: int, g1: int, r0: int, r1: int) -> torch.Tensor:
-    """Rows ``r0:r1`` of groups ``g0:g1`` of ``x`` ``(G|1, R, P, d)`` as ``(g1 - g0, (r1 - r0) P, d)``."""
+def _x_block(x: torch.Tensor, source: torch.Tensor | None, rows: int, g0: int, g1: int, r0: int, r1: int):
+    """Rows ``r0:r1`` of groups ``g0:g1`` as ``(g1 - g0, (r1 - r0) P, d)``: sliced from ``x`` ``(G|1, R, P, d)``,
+    or gathered from the shared rows ``x`` ``(n, P, d)`` through ``source`` (see :class:`PatchActivationSum`)."""
+    if source is not None:
+        flat = x.view(x.shape[0], -1)  # a 2-D gather: ~10x faster than index_select on (n, P, d)
+        return flat.index_select(0, source[g0 * rows + r0:(g1 - 1) * rows + r1]).view(g1 - g0, -1, x.shape[-1])
     xb = x[g0:g1, r0:r1] if x.shape[0] > 1 else x[:, r0:r1].expand(g1 - g0, -1, -1, -1)
     return xb.reshape(g1 - g0, -1, x.shape[-1])
+
+
+def _block_floats(x: torch.Tensor, n_filters: int, source: torch.Tensor | None) -> int:
+    """Floats per row of a block: ``P F`` pre-activations, and the ``P d`` gathered inputs when there is a
+    ``source``."""
+    return x.shape[-2] * (n_filters + (x.shape[-1] if source is not None else 0))
 
 
 def _blocks(groups: int, rows: int, floats_per_row: int) -> list[tuple[int, int, int, int]]:
@@ -135,35 +191,39 @@ class MoEState:
     activation: str
     generator: torch.Generator  # router noise
 
-    workspace: torch.Tensor | None = None  # reused dispatch buffer (fresh 100 MB tensors cost page faults)
-
     def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(n, P, d)`` -> (expert rows with a zero row appended ``(n + 1, f)``, patch sums ``(n, d)``).
+        """``x`` ``(n, P, d)`` -> (expert rows with a zero row appended, ``(n + 1, P, d)`` or, for linear experts,
+        the patch sums ``(n + 1, 1, d)``; patch sums ``(n, d)`` for the router).
 
-        A linear expert needs only the patch sum (``f = d``); a nonlinear one every patch (``f = P d``).
+        A linear expert needs only the patch sum (``P`` times cheaper, same values and gradients).
         """
         xsum = x.sum(-2)
-        rows = xsum if self.activation == "linear" else x.reshape(x.shape[0], -1)
-        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]), xsum
+        rows = xsum.unsqueeze(1) if self.activation == "linear" else x
+        return torch.cat([rows, rows.new_zeros(1, *rows.shape[1:])]), xsum
 
     def forward(self, rows: torch.Tensor, xsum: torch.Tensor, n_patches: int):
-        """Arguments from :meth:`inputs`; returns (softmax output ``(S, n, 2)``, the Routing)."""
+        """Arguments from :meth:`inputs`; returns (the margin ``(S, n)``, the Routing).
+
+        The margin is the class-1 minus the class-0 output of the MoE, ``sum_m g_m(x) (F_{m,1}(x) - F_{m,0}(x))``;
+        the official model's output is its softmax, ``(1 - sigmoid(margin), sigmoid(margin))``.
+        """
         n_seeds, n_experts, dim, n_filters = self.weight.shape
         route = self.router(xsum.expand(n_seeds, *xsum.shape), generator=self.generator)
         plan = routing.plan_dispatch(route.index, n_experts)
         tiles = plan_tiles(plan)
-        size = tiles.n_tiles * TILE_ROWS * rows.shape[1]
-        if self.workspace is None or self.workspace.numel() < size:
-            self.workspace = rows.new_empty(int(size * 1.25))
-        buf = dispatch_tiles(rows, plan, tiles, self.workspace[:size].view(-1, rows.shape[1]))
-        buf = buf.view(tiles.n_tiles, TILE_ROWS, *([] if self.activation == "linear" else [-1]), dim)
+        source = tile_sources(plan, tiles, rows.shape[0] - 1)
         w = self.weight.view(-1, dim, n_filters)[tiles.group]  # (tiles, d, F): each tile's expert
         b = self.bias.view(-1, 1, n_filters)[tiles.group]
-        logits = cnn_logits(buf, w, b, self.activation, n_patches=n_patches)  # (tiles, TILE_ROWS, 2)
-        gate = route.weight.reshape(-1)[plan.order].unsqueeze(-1)  # (A, 1) raw noisy logit (or softmax prob)
-        out = logits.new_zeros(n_seeds * plan.n_tokens, 2)
-        out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, logits.view(-1, 2)[tiles.position] * gate)
-        return torch.softmax(out.view(n_seeds, plan.n_tokens, 2), -1), route  # the official softmax before CE
+        readout = torch.ones(n_filters, 1, device=rows.device)
+        readout[:n_filters // 2] = -1  # class 1 minus class 0
+        if self.activation == "linear":  # read out the filters first: (d, F) @ (F, 1)
+            margin = rows[source].view(tiles.n_tiles, TILE_ROWS, dim) @ (w @ readout) + n_patches * (b @ readout)
+        else:
+            margin = PatchActivationSum.apply(rows, w, b, self.activation, source, readout)  # (tiles, TILE_ROWS, 1)
+        gate = route.weight.reshape(-1)[plan.order]  # (A,) raw noisy logit (or softmax prob)
+        out = margin.new_zeros(n_seeds * plan.n_tokens)
+        out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, margin.view(-1)[tiles.position] * gate)
+        return out.view(n_seeds, plan.n_tokens), route
 
 
 TILE_ROWS = 128
@@ -195,25 +255,12 @@ def plan_tiles(plan: routing.DispatchPlan) -> Tiles:
     return Tiles(group, position, int(group.numel()))
 
 
-def dispatch_tiles(rows: torch.Tensor, plan: routing.DispatchPlan, tiles: Tiles, out: torch.Tensor | None = None):
-    """Rows ``(n + 1, f)`` (the last one zero, for padding) gathered into tiles ``(n_tiles * TILE_ROWS, f)``."""
-    source = torch.full((tiles.n_tiles * TILE_ROWS,), rows.shape[0] - 1, device=rows.device)
+def tile_sources(plan: routing.DispatchPlan, tiles: Tiles, pad_row: int) -> torch.Tensor:
+    """The row of the data behind every tile row ``(n_tiles * TILE_ROWS,)``: the token, or ``pad_row`` (a zero
+    row) in the padding."""
+    source = torch.full((tiles.n_tiles * TILE_ROWS,), pad_row, device=plan.token.device)
     source[tiles.position] = plan.token
-    return torch.index_select(rows, 0, source, out=out) if out is not None else rows.index_select(0, source)
-
-
-def dispatch_shared(rows: torch.Tensor, plan: routing.DispatchPlan, out: torch.Tensor | None = None):
-    """:func:`moetheory.routing.dispatch` for rows shared by every seed: ``(S, E, capacity, f)``.
-
-    ``rows`` ``(n + 1, f)`` ends with a zero row that fills the padding. Same buffer as
-    ``routing.dispatch(rows[:-1].expand(S, n, f), plan)``, built with one ``index_select`` (into ``out`` when
-    given); the data never carry a gradient here.
-    """
-    n_seeds, n_experts = plan.counts.shape
-    source = torch.full((n_seeds * n_experts * plan.capacity,), rows.shape[0] - 1, device=rows.device)
-    source[(plan.seed * n_experts + plan.expert) * plan.capacity + plan.slot] = plan.token
-    buffer = torch.index_select(rows, 0, source, out=out) if out is not None else rows.index_select(0, source)
-    return buffer.view(n_seeds, n_experts, plan.capacity, rows.shape[-1])
+    return source
 
 
 def make_moe(n_seeds: int, dim: int, *, n_experts: int = 8, n_filters: int = 16, activation: str = "cubic",
@@ -231,10 +278,15 @@ def make_moe(n_seeds: int, dim: int, *, n_experts: int = 8, n_filters: int = 16,
     return MoEState(router, w, b, activation, noise_gen)
 
 
-def _per_seed_loss(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy applied to the (already softmaxed) output, mean over examples: ``(S, n, 2) -> (S,)``."""
-    logp = torch.log_softmax(prob, -1)
-    return -logp.gather(-1, y.expand(prob.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(-1)
+def _per_seed_loss(margin: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The official loss per seed ``(S,)``: cross-entropy of the softmax output ``p = (1 - q, q)``,
+    ``q = sigmoid(margin)``, averaged over examples.
+
+    With two classes ``CE(p, y) = log(1 + exp(p_{1-y} - p_y)) = softplus(1 - 2 p_y)``, computed on ``(S, n)``
+    margins rather than through two softmaxes on ``(S, n, 2)`` (the same function, several times cheaper).
+    """
+    p_true = torch.sigmoid(torch.where(y.bool(), margin, -margin))
+    return F.softplus(1 - 2 * p_true).mean(-1)
 
 
 @dataclass
@@ -280,8 +332,8 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
     last_loss = torch.zeros(n_seeds, device=device)
     for _ in progress(range(epochs)) if progress else range(epochs):
         cos_hist.append(_cos(model.router.weight.detach(), data.centers))
-        prob, route = model.forward(rows, xsum, x.shape[1])
-        loss = _per_seed_loss(prob, y)
+        margin, route = model.forward(rows, xsum, x.shape[1])
+        loss = _per_seed_loss(margin, y)
         with torch.no_grad():
             lv = loss.detach()
             new_min = lv <= best
@@ -317,8 +369,8 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
 @torch.no_grad()
 def moe_accuracy(model: MoEState, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Test accuracy in percent per seed ``(S,)``, with the router noise on as in the official ``test``."""
-    prob, _ = model.forward(*model.inputs(x), x.shape[1])
-    return (prob.argmax(-1) == y).float().mean(-1) * 100
+    margin, _ = model.forward(*model.inputs(x), x.shape[1])
+    return ((margin > 0) == y.bool()).float().mean(-1) * 100  # argmax of the softmax; a tie picks class 0
 
 
 @dataclass
@@ -331,12 +383,21 @@ class SingleRecord:
     epochs: torch.Tensor  # (S,)
 
 
-def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str) -> torch.Tensor:
+def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
+                  n_patches: int | None = None) -> torch.Tensor:
     """``S`` single CNNs on shared inputs ``x`` ``(n, P, d)``: ``weight`` ``(S, d, F)``, ``bias`` ``(S, 1, F)``.
 
-    The seeds' filters are laid side by side, ``(d, S * F)``, so one matrix product serves every seed.
+    The seeds' filters are laid side by side, ``(d, S * F)``, so one matrix product serves every seed. A linear
+    CNN is a linear model: its class logits are ``sum_p x_p`` times the filters summed over each class half (same
+    values and gradients, ``F / 2`` times cheaper); ``x`` may then be given already summed, ``(n, 1, d)``, with
+    the true ``n_patches``.
     """
     n_seeds, dim, n_filters = weight.shape
+    if activation == "linear":
+        w = weight.view(n_seeds, dim, 2, n_filters // 2).sum(-1).permute(1, 0, 2).reshape(dim, 2 * n_seeds)
+        b = bias.view(n_seeds, 2, n_filters // 2).sum(-1)  # (S, 2)
+        xs = x[..., 0, :] if x.shape[-2] == 1 else x.sum(-2)
+        return (xs @ w).view(-1, n_seeds, 2).transpose(0, 1) + (n_patches or x.shape[-2]) * b.unsqueeze(1)
     w = weight.permute(1, 0, 2).reshape(1, dim, n_seeds * n_filters)
     b = bias.permute(1, 0, 2).reshape(1, 1, n_seeds * n_filters)
     h = filter_sums(x.unsqueeze(0), w, b, activation)  # (1, n, S * F)
@@ -357,13 +418,16 @@ def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "
     device = x.device
     gen = torch.Generator().manual_seed(seed)
     w, b = init_filters((n_seeds, n_filters), x.shape[-1], init_scale, gen, device)  # (S, d, F), (S, 1, F)
+    n_patches = x.shape[1]
+    if activation == "linear":
+        x = x.sum(1, keepdim=True)  # a linear CNN needs only the patch sums
     opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
     active = torch.ones(n_seeds, dtype=torch.bool, device=device)
     best = torch.full((n_seeds,), float("inf"), device=device)
     epochs_run = torch.zeros(n_seeds, dtype=torch.long, device=device)
     hist = []
     for epoch in progress(range(epochs)) if progress else range(epochs):
-        logits = single_logits(x, w, b, activation)  # (S, n, 2)
+        logits = single_logits(x, w, b, activation, n_patches)  # (S, n, 2)
         loss = F.cross_entropy(logits.transpose(1, 2), y.expand(n_seeds, -1), reduction="none").mean(-1)
         with torch.no_grad():
             lv = loss.detach()
@@ -386,4 +450,5 @@ def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "
     with torch.no_grad():
         def acc(xx, yy):
             return ((single_logits(xx, w, b, activation).argmax(-1) == yy).float().mean(-1) * 100).cpu()
-        return SingleRecord(acc(data.test_x, data.test_y), acc(x, y), torch.stack(hist).cpu(), epochs_run.cpu())
+        return SingleRecord(acc(data.test_x, data.test_y), acc(data.train_x, y), torch.stack(hist).cpu(),
+                            epochs_run.cpu())

@@ -61,7 +61,12 @@ class Router(nn.Module):
             self.noise_weight = nn.Parameter(torch.zeros(n_seeds, n_experts, d_in))  # (S, E, d)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``(S, n, d) -> (S, n, E)``."""
+        """``(S, n, d) -> (S, n, E)``. Inputs shared by every seed (``x.expand(S, n, d)``, stride 0) take one
+        ``(n, d) x (d, S E)`` product instead of ``S`` small ones."""
+        if x.dim() == 3 and x.shape[0] > 1 and x.stride(0) == 0:
+            n_seeds, n_experts = self.weight.shape[:2]
+            flat = x[0] @ self.weight.reshape(n_seeds * n_experts, -1).T  # (n, S E)
+            return flat.view(x.shape[1], n_seeds, n_experts).transpose(0, 1)
         return torch.einsum("snd,sed->sne", x, self.weight)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Routing:
@@ -72,7 +77,7 @@ class Router(nn.Module):
             if self.noise == "gaussian":
                 eps = eps * nn.functional.softplus(torch.einsum("snd,sed->sne", x, self.noise_weight))
             noisy = clean + eps
-        value, index = torch.topk(noisy, self.k, dim=-1)
+        value, index = noisy.max(-1, keepdim=True) if self.k == 1 else torch.topk(noisy, self.k, dim=-1)
         if self.combine == "raw":
             weight = value
         else:

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from moetheory import patch_moe, routing, runtime
 from moetheory.data import CHEN_SETTINGS, make_chen_clusters
+from moetheory.experts import get_activation
 from moetheory.papers import chen2022
 
 runtime.set_threads(1)
@@ -71,18 +72,27 @@ def test_generator_validation():
         make_chen_clusters("S1", 0)
 
 
-@given(n=st.integers(1, 40), seeds=st.integers(1, 3), experts=st.integers(1, 5), seed=st.integers(0, 99))
+@given(n=st.integers(1, 300), seeds=st.integers(1, 3), experts=st.integers(1, 5), seed=st.integers(0, 99))
 @settings(max_examples=25, deadline=None)
-def test_dispatch_shared_equals_the_foundation_dispatch(n, seeds, experts, seed):
+def test_tiles_hold_each_assignment_once_in_its_own_expert_group(n, seeds, experts, seed):
     g = torch.Generator().manual_seed(seed)
-    rows = torch.randn(n, 6, generator=g)
     index = torch.randint(0, experts, (seeds, n, 1), generator=g)
     plan = routing.plan_dispatch(index, experts)
-    padded = torch.cat([rows, torch.zeros(1, 6)])
-    assert torch.equal(patch_moe.dispatch_shared(padded, plan), routing.dispatch(rows.expand(seeds, n, 6), plan))
+    tiles = patch_moe.plan_tiles(plan)
+    source = patch_moe.tile_sources(plan, tiles, pad_row=n)
+    tile_of = tiles.position // patch_moe.TILE_ROWS
+    assert torch.equal(tiles.group[tile_of], plan.seed * experts + plan.expert)  # the right expert's tile
+    assert torch.equal(source[tiles.position], plan.token)  # the right row
+    assert tiles.position.unique().numel() == plan.token.numel()  # no two assignments share a slot
+    padding = torch.ones(source.numel(), dtype=torch.bool)
+    padding[tiles.position] = False
+    assert bool((source[padding] == n).all())  # the rest is the zero row
+    per_group = torch.bincount(tiles.group, minlength=seeds * experts)
+    expected = (plan.counts.reshape(-1) + patch_moe.TILE_ROWS - 1) // patch_moe.TILE_ROWS
+    assert torch.equal(per_group, expected)  # each group padded only to a whole tile
 
 
-@pytest.mark.parametrize("activation", ["cubic", "relu", "gelu", "tanh", "linear"])
+@pytest.mark.parametrize("activation", ["cubic", "relu", "gelu", "tanh", "sigmoid", "linear"])
 def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch):
     monkeypatch.setattr(patch_moe, "CHUNK_FLOATS", 64)  # force many row blocks
     g = torch.Generator().manual_seed(1)
@@ -90,9 +100,14 @@ def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch
     w = torch.randn(2, 5, 6, generator=g, dtype=torch.double, requires_grad=True)
     b = torch.randn(2, 1, 6, generator=g, dtype=torch.double, requires_grad=True)
     ours = patch_moe.cnn_logits(x, w, b, activation)
+    readout = torch.randn(6, 1, generator=g, dtype=torch.double)
+    if activation != "linear":  # the read-out form on gathered rows, as the MoE calls it
+        wg, bg = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        source = torch.arange(18).flip(0)  # group g, row r <- x.view(18, 4, 5)[17 - (9 g + r)]
+        gathered = patch_moe.PatchActivationSum.apply(x.reshape(18, 4, 5), wg, bg, activation, source, readout)
     upstream = torch.randn(ours.shape, generator=g, dtype=torch.double)
     (ours * upstream).sum().backward()
-    act = (lambda t: t**3) if activation == "cubic" else patch_moe.get_activation(activation)
+    act = (lambda t: t**3) if activation == "cubic" else get_activation(activation)
     wr, br = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
     refs = []
     for grp in range(2):  # reference: the official Conv1d(kernel = stride = d) on the flattened input
@@ -104,6 +119,33 @@ def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(w.grad, wr.grad)
     torch.testing.assert_close(b.grad, br.grad)
+    if activation != "linear":
+        flipped = x.reshape(18, 4, 5).flip(0).view(2, 9, 4, 5)
+        h = torch.stack([act(F.conv1d(flipped[grp].reshape(9, 1, 20), w[grp].detach().T.unsqueeze(1),
+                                      b[grp, 0].detach(), stride=5)).sum(2) for grp in range(2)])  # (G, rows, F)
+        torch.testing.assert_close(gathered, h @ readout)
+        weights = torch.randn(gathered.shape, generator=g, dtype=torch.double)
+        (gathered * weights).sum().backward()
+        wh, bh = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        href = torch.stack([act(F.conv1d(flipped[grp].reshape(9, 1, 20), wh[grp].T.unsqueeze(1), bh[grp, 0],
+                                         stride=5)).sum(2) for grp in range(2)])
+        ((href @ readout) * weights).sum().backward()
+        torch.testing.assert_close(wg.grad, wh.grad)
+        torch.testing.assert_close(bg.grad, bh.grad)
+
+
+@pytest.mark.parametrize("activation", ["cubic", "linear"])
+def test_single_models_side_by_side_match_each_seed_alone(activation):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 4, 5, generator=g, dtype=torch.double)
+    w = torch.randn(3, 5, 6, generator=g, dtype=torch.double)
+    b = torch.randn(3, 1, 6, generator=g, dtype=torch.double)
+    together = patch_moe.single_logits(x, w, b, activation)  # (S, n, 2)
+    alone = torch.stack([patch_moe.cnn_logits(x.unsqueeze(0), w[s:s + 1], b[s:s + 1], activation)[0] for s in range(3)])
+    torch.testing.assert_close(together, alone)
+    if activation == "linear":  # given the patch sums and the true number of patches
+        summed = patch_moe.single_logits(x.sum(1, keepdim=True), w, b, activation, n_patches=4)
+        torch.testing.assert_close(summed, alone)
 
 
 def test_moe_forward_equals_every_expert_on_every_row(small):
@@ -112,19 +154,24 @@ def test_moe_forward_equals_every_expert_on_every_row(small):
         model.router.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     x = small.train_x[:64]
     state = model.generator.get_state()
-    prob, route = model.forward(*model.inputs(x), 4)
+    margin, route = model.forward(*model.inputs(x), 4)
     model.generator.set_state(state)
     again = model.router(x.sum(1).expand(2, -1, -1), generator=model.generator)
     assert torch.equal(again.index, route.index)
     every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), "cubic")
     dense = routing.dense_combine(every.view(2, 3, 64, 2), again)
-    torch.testing.assert_close(prob, torch.softmax(dense, -1))
+    torch.testing.assert_close(margin, dense[..., 1] - dense[..., 0])
 
 
 def test_double_softmax_loss_cannot_go_below_log_1_plus_e_inverse():
-    perfect = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])  # (S=1, n=2, 2): probabilities after the first softmax
+    perfect = torch.tensor([[math.inf, -math.inf]])  # (S=1, n=2) margins: softmax outputs (0, 1) and (1, 0)
     loss = patch_moe._per_seed_loss(perfect, torch.tensor([1, 0]))
     assert math.isclose(float(loss), math.log(1 + math.exp(-1)), rel_tol=1e-6)
+    margin = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 3
+    y = torch.randint(0, 2, (50,), generator=torch.Generator().manual_seed(1))
+    official = torch.softmax(torch.stack([torch.zeros_like(margin), margin], -1), -1)  # the model's output
+    expected = F.cross_entropy(official.transpose(1, 2), y.expand(3, -1), reduction="none").mean(-1)
+    torch.testing.assert_close(patch_moe._per_seed_loss(margin, y), expected)
     assert patch_moe.MIN_LOSS < chen2022.Config().stop_loss < patch_moe.MIN_LOSS + 1e-3
 
 

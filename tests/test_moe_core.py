@@ -104,3 +104,21 @@ def test_parameter_counts_and_dense_baseline():
     dense = DenseMLP(2, 1, (8,), n_seeds=3)
     assert dense(torch.randn(3, 5, 2)).shape == (3, 5, 1)
     assert BatchedMLP(3, 4, 2, (8,), 1)(torch.randn(3, 4, 5, 2)).shape == (3, 4, 5, 1)
+
+
+@given(s=st.integers(2, 4), n=st.integers(1, 30), e=st.integers(1, 6), seed=st.integers(0, 99))
+@settings(max_examples=20, deadline=None)
+def test_router_on_inputs_shared_by_seeds_matches_per_seed_inputs(s, n, e, seed):
+    """The one-product path for ``x.expand(S, n, d)`` and the top-1 path (max) give the same routing, gradients too."""
+    g = torch.Generator().manual_seed(seed)
+    router = Router(5, e, 1, n_seeds=s, noise="uniform", combine="raw", init_std=1.0)
+    x = torch.randn(n, 5, generator=g)
+    shared = router(x.expand(s, n, 5), generator=torch.Generator().manual_seed(seed))
+    copied = router(x.expand(s, n, 5).contiguous(), generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(shared.logits, copied.logits)
+    assert torch.equal(shared.index, copied.index)
+    noisy = copied.logits + torch.rand(s, n, e, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(copied.index, torch.topk(noisy, 1, dim=-1).indices)
+    (grad,) = torch.autograd.grad(shared.weight.sum(), router.weight)
+    (expected,) = torch.autograd.grad(copied.weight.sum(), router.weight)
+    torch.testing.assert_close(grad, expected)
