@@ -192,14 +192,11 @@ class MoEState:
     generator: torch.Generator  # router noise
 
     def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(n, P, d)`` -> (expert rows with a zero row appended, ``(n + 1, P, d)`` or, for linear experts,
-        the patch sums ``(n + 1, 1, d)``; patch sums ``(n, d)`` for the router).
-
-        A linear expert needs only the patch sum (``P`` times cheaper, same values and gradients).
-        """
+        """``x`` ``(n, P, d)`` -> (the rows experts gather, ``x`` with a zero row appended ``(n + 1, P, d)``; the
+        patch sums ``(n, d)``, which the router and linear experts read). Linear experts gather nothing: the
+        first is then ``None``."""
         xsum = x.sum(-2)
-        rows = xsum.unsqueeze(1) if self.activation == "linear" else x
-        return torch.cat([rows, rows.new_zeros(1, *rows.shape[1:])]), xsum
+        return (None if self.activation == "linear" else torch.cat([x, x.new_zeros(1, *x.shape[1:])])), xsum
 
     def forward(self, rows: torch.Tensor, xsum: torch.Tensor, n_patches: int):
         """Arguments from :meth:`inputs`; returns (the margin ``(S, n)``, the Routing).
@@ -209,17 +206,21 @@ class MoEState:
         """
         n_seeds, n_experts, dim, n_filters = self.weight.shape
         route = self.router(xsum.expand(n_seeds, *xsum.shape), generator=self.generator)
+        readout = torch.ones(n_filters, 1, device=xsum.device)
+        readout[:n_filters // 2] = -1  # class 1 minus class 0
+        if self.activation == "linear":
+            # A linear expert is one vector (its filters read out, (d, F) @ (F, 1)) applied to the patch sum: all of
+            # them on every row, one (n, d) x (d, S E) product, cost less than gathering the rows for dispatch.
+            w = (self.weight @ readout).reshape(n_seeds * n_experts, dim)
+            b = (self.bias @ readout).reshape(n_seeds * n_experts)
+            every = (xsum @ w.T + n_patches * b).view(-1, n_seeds, n_experts).transpose(0, 1)  # (S, n, E)
+            return (every.gather(-1, route.index) * route.weight).sum(-1), route
         plan = routing.plan_dispatch(route.index, n_experts)
         tiles = plan_tiles(plan)
         source = tile_sources(plan, tiles, rows.shape[0] - 1)
         w = self.weight.view(-1, dim, n_filters)[tiles.group]  # (tiles, d, F): each tile's expert
         b = self.bias.view(-1, 1, n_filters)[tiles.group]
-        readout = torch.ones(n_filters, 1, device=rows.device)
-        readout[:n_filters // 2] = -1  # class 1 minus class 0
-        if self.activation == "linear":  # read out the filters first: (d, F) @ (F, 1)
-            margin = rows[source].view(tiles.n_tiles, TILE_ROWS, dim) @ (w @ readout) + n_patches * (b @ readout)
-        else:
-            margin = PatchActivationSum.apply(rows, w, b, self.activation, source, readout)  # (tiles, TILE_ROWS, 1)
+        margin = PatchActivationSum.apply(rows, w, b, self.activation, source, readout)  # (tiles, TILE_ROWS, 1)
         gate = route.weight.reshape(-1)[plan.order]  # (A,) raw noisy logit (or softmax prob)
         out = margin.new_zeros(n_seeds * plan.n_tokens)
         out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, margin.view(-1)[tiles.position] * gate)

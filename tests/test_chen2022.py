@@ -148,8 +148,9 @@ def test_single_models_side_by_side_match_each_seed_alone(activation):
         torch.testing.assert_close(summed, alone)
 
 
-def test_moe_forward_equals_every_expert_on_every_row(small):
-    model = patch_moe.make_moe(2, 50, n_experts=3, n_filters=4, activation="cubic", init_scale=1.0, seed=3)
+@pytest.mark.parametrize("activation", ["cubic", "relu", "linear"])
+def test_moe_forward_equals_every_expert_on_every_row(small, activation):
+    model = patch_moe.make_moe(2, 50, n_experts=3, n_filters=4, activation=activation, init_scale=1.0, seed=3)
     with torch.no_grad():
         model.router.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
     x = small.train_x[:64]
@@ -158,7 +159,7 @@ def test_moe_forward_equals_every_expert_on_every_row(small):
     model.generator.set_state(state)
     again = model.router(x.sum(1).expand(2, -1, -1), generator=model.generator)
     assert torch.equal(again.index, route.index)
-    every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), "cubic")
+    every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), activation)
     dense = routing.dense_combine(every.view(2, 3, 64, 2), again)
     torch.testing.assert_close(margin, dense[..., 1] - dense[..., 0])
 
