@@ -251,8 +251,8 @@ def plan_tiles(plan: routing.DispatchPlan) -> Tiles:
     per_group = (counts + TILE_ROWS - 1) // TILE_ROWS
     first = torch.cumsum(per_group, 0) - per_group
     group = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), per_group)
-    g = plan.seed * plan.counts.shape[1] + plan.expert
-    position = (first[g] + plan.slot // TILE_ROWS) * TILE_ROWS + plan.slot % TILE_ROWS
+    # slot s of a group sits at row s of the group's first tile onwards: tile first + s // T, offset s % T
+    position = torch.repeat_interleave(first * TILE_ROWS, counts) + plan.slot
     return Tiles(group, position, int(group.numel()))
 
 

@@ -118,16 +118,18 @@ def plan_dispatch(index: torch.Tensor, n_experts: int) -> DispatchPlan:
     seed_of = torch.arange(n_seeds, device=index.device).view(-1, 1, 1)
     group = (seed_of * n_experts + index).reshape(-1)  # (A,)
     order = torch.argsort(group, stable=True)
-    sorted_group = group[order]
     counts = torch.bincount(group, minlength=n_seeds * n_experts)
+    # Sorted by (seed, expert): each seed's n k assignments form one block, each group a run of counts[g] rows, so
+    # seed, expert and slot follow from repeats, with no gather or integer division over the assignments.
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(group.numel(), device=index.device) - starts[sorted_group]
+    seed = torch.arange(n_seeds, device=index.device).repeat_interleave(n_tokens * k)
+    within = order - seed * (n_tokens * k)  # position in the seed's (n, k) block
     return DispatchPlan(
         order=order,
-        seed=sorted_group // n_experts,
-        expert=sorted_group % n_experts,
-        slot=slot,
-        token=(order // k) % n_tokens,
+        seed=seed,
+        expert=torch.arange(n_experts, device=index.device).repeat(n_seeds).repeat_interleave(counts),
+        slot=torch.arange(group.numel(), device=index.device) - torch.repeat_interleave(starts, counts),
+        token=within // k if k > 1 else within,
         counts=counts.view(n_seeds, n_experts),
         capacity=int(counts.max()) if counts.numel() else 0,
         n_tokens=n_tokens,
