@@ -39,39 +39,41 @@ def init_filters(shape: tuple[int, ...], dim: int, scale: float, generator: torc
     return w.to(device).requires_grad_(), b.to(device).requires_grad_()
 
 
-def _cubic(z, keep):  # z^3 = z * z^2 keeping z^2: the 3 of 3 z^2 goes on the upstream gradient (scale 3)
-    if not keep:
-        return z.pow_(3), None
-    square = z * z
-    return z.mul_(square), square
+def _cubic(z, slope):  # z^3 = z * z^2 keeping z^2: the 3 of 3 z^2 goes on the upstream gradient (scale 3)
+    return z.pow_(3) if slope is None else z.mul_(torch.mul(z, z, out=slope))
 
 
-def _tanh(z, keep):
-    value = z.tanh_()
-    return value, (torch.mul(value, value).neg_().add_(1) if keep else None)
+def _tanh(z, slope):
+    z = z.tanh_()
+    if slope is not None:
+        torch.mul(z, z, out=slope).neg_().add_(1)
+    return z
 
 
-def _sigmoid(z, keep):
-    value = z.sigmoid_()
-    return value, (value * (1 - value) if keep else None)
+def _sigmoid(z, slope):
+    z = z.sigmoid_()
+    if slope is not None:
+        torch.mul(z, z, out=slope).neg_().add_(z)  # s (1 - s)
+    return z
 
 
-def _relu(z, keep):
-    slope = (z > 0).to(z.dtype) if keep else None
-    return z.clamp_min_(0), slope
+def _relu(z, slope):
+    if slope is not None:
+        slope.copy_(z > 0)
+    return z.clamp_min_(0)
 
 
-def _gelu(z, keep):
-    if not keep:
-        return F.gelu(z), None
+def _gelu(z, slope):
+    if slope is None:
+        return F.gelu(z)
     cdf = torch.erf(z * (1 / math.sqrt(2))).add_(1).mul_(0.5)  # Phi(z)
-    slope = torch.exp(z * z * -0.5).mul_(z).mul_(1 / math.sqrt(2 * math.pi)).add_(cdf)  # Phi(z) + z phi(z)
-    return z.mul_(cdf), slope
+    torch.mul(z, z, out=slope).mul_(-0.5).exp_().mul_(z).mul_(1 / math.sqrt(2 * math.pi)).add_(cdf)  # + z phi(z)
+    return z.mul_(cdf)
 
 
-VALUE_AND_SLOPE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid}
-"""Nonlinear activations of the patch CNNs: ``f(z, keep) -> (sigma(z), sigma'(z) / scale or None)``, computed in
-place on ``z`` (scale 3 for the cubic, 1 otherwise)."""
+ACTIVATE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid}
+"""The nonlinear activations of the patch CNNs, ``f(z, slope) -> sigma(z)`` in place on ``z``; when ``slope`` (a
+tensor like ``z``) is given, ``sigma'(z) / SLOPE_SCALE`` is written into it."""
 SLOPE_SCALE = {"cubic": 3.0}
 CHUNK_FLOATS = 1 << 19
 """Floats in one block: its pre-activations, plus its rows when they are gathered (2 MiB of float32, the size of
@@ -83,67 +85,107 @@ class PatchActivationSum(torch.autograd.Function):
 
     ``x`` ``(G|1, R, P, d)`` carries no gradient; ``w`` ``(G, d, F)``, ``b`` ``(G, 1, F)``. The pre-activations
     ``z`` are made one block of groups (or of rows, when one group is too big) at a time, so that ``z``, its
-    activation and its sum over patches stay in cache; when a gradient is needed, the block's ``sigma'(z)`` is
-    kept (one tensor the size of ``z``) for the backward pass, which then needs one matrix product per block.
+    activation and its sum over patches stay in cache; when a gradient is needed, ``sigma'(z)`` is kept (one
+    tensor the size of all ``z``) for the backward pass, which then needs one matrix product per block.
 
     With ``readout`` ``(F, K)`` the output is ``h @ readout`` ``(G, R, K)`` instead of ``h``, one small product per
     block (the MoE reads out only the margin between the two class halves).
 
+    With ``group`` ``(G,)``, ``w`` and ``b`` hold one filter bank per expert and group ``g`` uses bank
+    ``group[g]`` (gathered block by block; the gradients are summed per bank).
+
     With ``source`` ``(G * R,)``, ``x`` is instead one shared table of rows ``(n, P, d)`` and group ``g``'s row
     ``r`` is ``x[source[g * R + r]]``: the MoE gathers each block of tiles just before it computes on it, so the
     gathered rows stay in cache instead of going through a buffer of every seed's rows in memory.
+
+    ``workspace`` (a 1-D tensor, grown as needed) holds ``sigma'(z)`` when given, so that repeated calls reuse the
+    same memory (fresh tensors of many megabytes cost page faults and zeroing); autograd's version check then
+    refuses a backward pass through an older call whose slopes a later call has overwritten.
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, activation, source=None, readout=None):
-        groups, n_patches, n_filters = w.shape[0], x.shape[-2], w.shape[-1]
+    def forward(ctx, x, w, b, activation, source=None, readout=None, workspace=None, group=None):
+        groups, n_patches, n_filters = w.shape[0] if group is None else group.numel(), x.shape[-2], w.shape[-1]
         rows = x.shape[1] if source is None else source.numel() // groups
         if readout is not None:  # (F, K) -> (P F, K): the sum over patches and the read-out in one product
             readout_p = readout.repeat(n_patches, 1)
         out = x.new_empty(groups, rows, n_filters if readout is None else readout.shape[1])
-        keep, slopes = ctx.needs_input_grad[1] or ctx.needs_input_grad[2], []  # one small tensor per block
-        for g0, g1, r0, r1 in _blocks(groups, rows, _block_floats(x, n_filters, source)):
-            z = torch.baddbmm(b[g0:g1], _x_block(x, source, rows, g0, g1, r0, r1), w[g0:g1])
-            z, slope = VALUE_AND_SLOPE[activation](z, keep)
-            if keep:
-                slopes.append(slope)
+        blocks = _blocks(groups, rows, _block_floats(x, n_filters, source))
+        gathered, z_buffer = _buffers(x, source, blocks, n_patches * n_filters)
+        slopes = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            size = groups * rows * n_patches * n_filters
+            slopes = workspace[:size] if workspace is not None and workspace.numel() >= size else x.new_empty(size)
+        done = 0
+        for g0, g1, r0, r1 in blocks:
+            shape = (g1 - g0, (r1 - r0) * n_patches, n_filters)
+            z = z_buffer[:math.prod(shape)].view(shape)
+            wb, bb = (w[g0:g1], b[g0:g1]) if group is None else (w[group[g0:g1]], b[group[g0:g1]])
+            torch.baddbmm(bb, _x_block(x, source, rows, g0, g1, r0, r1, gathered), wb, out=z)
+            slope = None if slopes is None else slopes[done:done + z.numel()].view(shape)
+            done += z.numel()
+            z = ACTIVATE[activation](z, slope)
             if readout is None:
                 torch.sum(z.view(g1 - g0, r1 - r0, n_patches, -1), 2, out=out[g0:g1, r0:r1])
             else:
                 torch.matmul(z.view(g1 - g0, r1 - r0, -1), readout_p, out=out[g0:g1, r0:r1])
-        ctx.save_for_backward(x, source, readout, *slopes)
+        ctx.save_for_backward(x, source, readout, slopes, group)
         ctx.scale, ctx.shape = SLOPE_SCALE.get(activation, 1.0), (groups, n_patches, w.shape[-2:])
+        ctx.n_weights = w.shape[0]
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, source, readout, *slopes = ctx.saved_tensors
+        x, source, readout, slopes, group = ctx.saved_tensors
         (groups, n_patches, (dim, n_filters)), rows = ctx.shape, grad.shape[1]
-        gw, gb = grad.new_zeros(groups, dim, n_filters), grad.new_zeros(groups, 1, n_filters)
+        n_weights = groups if group is None else ctx.n_weights
+        gw, gb = grad.new_zeros(n_weights, dim, n_filters), grad.new_zeros(n_weights, 1, n_filters)
         if readout is not None:
             readout = readout.T * ctx.scale  # (K, F)
         else:
             grad = grad * ctx.scale
         blocks = _blocks(groups, rows, _block_floats(x, n_filters, source))
-        for (g0, g1, r0, r1), slope in zip(blocks, slopes, strict=True):
+        gathered, dz_buffer = _buffers(x, source, blocks, n_patches * n_filters)
+        done = 0
+        for g0, g1, r0, r1 in blocks:
             gh = grad[g0:g1, r0:r1]  # upstream gradient of h for this block (G', R', F)
             if readout is not None:  # an outer product when K = 1 (a matrix product with K = 1 is slow on CPUs)
                 gh = gh * readout[0] if readout.shape[0] == 1 else gh @ readout
-            dz = slope.view(g1 - g0, r1 - r0, n_patches, n_filters) * gh.unsqueeze(2)
+            shape = (g1 - g0, r1 - r0, n_patches, n_filters)
+            slope = slopes[done:done + math.prod(shape)].view(shape)
+            done += slope.numel()
+            dz = torch.mul(slope, gh.unsqueeze(2), out=dz_buffer[:slope.numel()].view(shape))
             dz = dz.view(g1 - g0, -1, n_filters)
-            gw[g0:g1].baddbmm_(_x_block(x, source, rows, g0, g1, r0, r1).transpose(1, 2), dz)
-            gb[g0:g1] += dz.sum(1, keepdim=True)
-        return None, gw, gb, None, None, None
+            xb = _x_block(x, source, rows, g0, g1, r0, r1, gathered)
+            if group is None:
+                gw[g0:g1].baddbmm_(xb.transpose(1, 2), dz)
+                gb[g0:g1] += dz.sum(1, keepdim=True)
+            else:
+                gw.index_add_(0, group[g0:g1], torch.bmm(xb.transpose(1, 2), dz))
+                gb.index_add_(0, group[g0:g1], dz.sum(1, keepdim=True))
+        return None, gw, gb, None, None, None, None, None
 
 
-def _x_block(x: torch.Tensor, source: torch.Tensor | None, rows: int, g0: int, g1: int, r0: int, r1: int):
+def _x_block(x: torch.Tensor, source: torch.Tensor | None, rows: int, g0: int, g1: int, r0: int, r1: int,
+             buffer: torch.Tensor | None = None):
     """Rows ``r0:r1`` of groups ``g0:g1`` as ``(g1 - g0, (r1 - r0) P, d)``: sliced from ``x`` ``(G|1, R, P, d)``,
-    or gathered from the shared rows ``x`` ``(n, P, d)`` through ``source`` (see :class:`PatchActivationSum`)."""
+    or gathered from the shared rows ``x`` ``(n, P, d)`` through ``source`` (see :class:`PatchActivationSum`),
+    into ``buffer`` when given (reused from block to block: fresh megabyte tensors cost page faults)."""
     if source is not None:
         flat = x.view(x.shape[0], -1)  # a 2-D gather: ~10x faster than index_select on (n, P, d)
-        return flat.index_select(0, source[g0 * rows + r0:(g1 - 1) * rows + r1]).view(g1 - g0, -1, x.shape[-1])
+        index = source[g0 * rows + r0:(g1 - 1) * rows + r1]
+        out = None if buffer is None else buffer[:index.numel() * flat.shape[1]].view(-1, flat.shape[1])
+        return torch.index_select(flat, 0, index, out=out).view(g1 - g0, -1, x.shape[-1])
     xb = x[g0:g1, r0:r1] if x.shape[0] > 1 else x[:, r0:r1].expand(g1 - g0, -1, -1, -1)
     return xb.reshape(g1 - g0, -1, x.shape[-1])
+
+
+def _buffers(x: torch.Tensor, source: torch.Tensor | None, blocks: list, floats_per_row: int) -> tuple:
+    """Buffers reused from block to block: for the gathered rows (``None`` when nothing is gathered) and for one
+    block of pre-activations."""
+    largest = max((g1 - g0) * (r1 - r0) for g0, g1, r0, r1 in blocks)
+    gathered = None if source is None else x.new_empty(largest * x[0].numel())
+    return gathered, x.new_empty(largest * floats_per_row)
 
 
 def _block_floats(x: torch.Tensor, n_filters: int, source: torch.Tensor | None) -> int:
@@ -190,6 +232,7 @@ class MoEState:
     bias: torch.Tensor  # (S, E, 1, F)
     activation: str
     generator: torch.Generator  # router noise
+    workspace: torch.Tensor | None = None  # sigma'(z) of the last training forward pass (see PatchActivationSum)
 
     def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(n, P, d)`` -> (the rows experts gather, ``x`` with a zero row appended ``(n + 1, P, d)``; the
@@ -215,53 +258,68 @@ class MoEState:
             b = (self.bias @ readout).reshape(n_seeds * n_experts)
             every = (xsum @ w.T + n_patches * b).view(-1, n_seeds, n_experts).transpose(0, 1)  # (S, n, E)
             return (every.gather(-1, route.index) * route.weight).sum(-1), route
-        plan = routing.plan_dispatch(route.index, n_experts)
-        tiles = plan_tiles(plan)
-        source = tile_sources(plan, tiles, rows.shape[0] - 1)
-        w = self.weight.view(-1, dim, n_filters)[tiles.group]  # (tiles, d, F): each tile's expert
-        b = self.bias.view(-1, 1, n_filters)[tiles.group]
-        margin = PatchActivationSum.apply(rows, w, b, self.activation, source, readout)  # (tiles, TILE_ROWS, 1)
-        gate = route.weight.reshape(-1)[plan.order]  # (A,) raw noisy logit (or softmax prob)
-        out = margin.new_zeros(n_seeds * plan.n_tokens)
-        out = out.index_add(0, plan.seed * plan.n_tokens + plan.token, margin.view(-1)[tiles.position] * gate)
-        return out.view(n_seeds, plan.n_tokens), route
+        tiles = plan_tiles(route.index, n_experts)
+        workspace = None
+        if torch.is_grad_enabled():  # sigma'(z) of every tile row, kept for the backward pass in reused memory
+            need = tiles.source.numel() * rows[0].numel() // dim * n_filters
+            if self.workspace is None or self.workspace.numel() < need:
+                self.workspace = rows.new_empty(need + need // 8)
+            workspace = self.workspace
+        margin = PatchActivationSum.apply(rows, self.weight.view(-1, dim, n_filters), self.bias.view(-1, 1, n_filters),
+                                          self.activation, tiles.source, readout, workspace, tiles.group)
+        gate = route.weight.reshape(-1)[tiles.order]  # (A,) raw noisy logit (or softmax prob)
+        out = margin.new_zeros(n_seeds * xsum.shape[0])
+        out = out.index_add(0, tiles.row, margin.view(-1)[tiles.position] * gate)
+        return out.view(n_seeds, -1), route
 
 
-TILE_ROWS = 128
-"""Rows per tile: each (seed, expert) group is padded to a multiple of this, not to the largest group."""
+TILE_ROWS = 64
+"""Rows per tile: each group of rows of one (token chunk, seed, expert) is padded to a multiple of this."""
+CHUNK_TOKENS = 4096
+"""Tokens per chunk. Tiles are laid out chunk by chunk, so the rows every seed and expert gather from one chunk
+(3.2 MB at S1's 4 x 50 floats) stay in cache while the seeds' tiles of that chunk are computed."""
 
 
 @dataclass
 class Tiles:
-    """A tiled layout of sorted assignments: every tile holds ``TILE_ROWS`` rows of one (seed, expert) group."""
+    """Top-1 (or top-k) assignments sorted by (token chunk, seed, expert) and laid out in tiles of ``TILE_ROWS``
+    rows; every tile holds rows of one (seed, expert) pair. ``A = S n k`` assignments."""
 
     group: torch.Tensor  # (n_tiles,) seed * E + expert of each tile
-    position: torch.Tensor  # (A,) flat row (tile * TILE_ROWS + offset) of each sorted assignment
+    order: torch.Tensor  # (A,) position in the flattened (S, n, k) choices of each sorted assignment
+    row: torch.Tensor  # (A,) seed * n + token of each sorted assignment
+    position: torch.Tensor  # (A,) tile row (tile * TILE_ROWS + offset) of each sorted assignment
+    source: torch.Tensor  # (n_tiles * TILE_ROWS,) the token behind every tile row; n (a zero row) in the padding
     n_tiles: int
 
 
-def plan_tiles(plan: routing.DispatchPlan) -> Tiles:
-    """Tiles for a :class:`moetheory.routing.DispatchPlan`.
+def plan_tiles(index: torch.Tensor, n_experts: int, chunk_tokens: int | None = None) -> Tiles:
+    """Tiles for the choices ``index`` ``(S, n, k)``: a stable sort by (token chunk, seed, expert), each group
+    padded to whole tiles.
 
-    The foundation's ``dispatch`` pads every expert to the largest expert's row count; once cubic experts
-    specialise, half of them receive nothing and the other half twice their share, so that buffer doubles the
-    work. Tiles pad each group only to a multiple of ``TILE_ROWS``.
+    The foundation's :func:`moetheory.routing.dispatch` pads every expert to the largest expert's row count; once
+    cubic experts specialise, half of them receive nothing and the other half twice their share, so that buffer
+    doubles the work. Tiles pad each group only to a multiple of ``TILE_ROWS``.
     """
-    counts = plan.counts.reshape(-1)
+    n_seeds, n_tokens, k = index.shape
+    chunk = check_int("chunk_tokens", chunk_tokens or CHUNK_TOKENS, 1)
+    device = index.device
+    part = (torch.arange(n_tokens, device=device) // chunk).view(1, -1, 1)
+    seed = torch.arange(n_seeds, device=device).view(-1, 1, 1)
+    key = ((part * n_seeds + seed) * n_experts + index).reshape(-1)  # (A,)
+    order = torch.argsort(key, stable=True)  # stable: tokens ascending within a group
+    counts = torch.bincount(key, minlength=-(-n_tokens // chunk) * n_seeds * n_experts)
     per_group = (counts + TILE_ROWS - 1) // TILE_ROWS
     first = torch.cumsum(per_group, 0) - per_group
-    group = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), per_group)
-    # slot s of a group sits at row s of the group's first tile onwards: tile first + s // T, offset s % T
-    position = torch.repeat_interleave(first * TILE_ROWS, counts) + plan.slot
-    return Tiles(group, position, int(group.numel()))
-
-
-def tile_sources(plan: routing.DispatchPlan, tiles: Tiles, pad_row: int) -> torch.Tensor:
-    """The row of the data behind every tile row ``(n_tiles * TILE_ROWS,)``: the token, or ``pad_row`` (a zero
-    row) in the padding."""
-    source = torch.full((tiles.n_tiles * TILE_ROWS,), pad_row, device=plan.token.device)
-    source[tiles.position] = plan.token
-    return source
+    group = torch.repeat_interleave(torch.arange(counts.numel(), device=device), per_group) % (n_seeds * n_experts)
+    # the j-th assignment of a group sits at row j from the start of the group's first tile
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(key.numel(), device=device) - torch.repeat_interleave(starts, counts)
+    position = torch.repeat_interleave(first * TILE_ROWS, counts) + slot
+    row = order // k if k > 1 else order  # seed * n + token
+    source = torch.full((group.numel() * TILE_ROWS,), n_tokens, device=device)
+    source[position] = row % n_tokens
+    return Tiles(group, order, row, position, source, int(group.numel()))
 
 
 def make_moe(n_seeds: int, dim: int, *, n_experts: int = 8, n_filters: int = 16, activation: str = "cubic",

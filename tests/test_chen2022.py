@@ -72,24 +72,33 @@ def test_generator_validation():
         make_chen_clusters("S1", 0)
 
 
-@given(n=st.integers(1, 300), seeds=st.integers(1, 3), experts=st.integers(1, 5), seed=st.integers(0, 99))
-@settings(max_examples=25, deadline=None)
-def test_tiles_hold_each_assignment_once_in_its_own_expert_group(n, seeds, experts, seed):
+@given(n=st.integers(1, 300), seeds=st.integers(1, 3), experts=st.integers(1, 5), k=st.integers(1, 2),
+       chunk=st.integers(1, 400), seed=st.integers(0, 99))
+@settings(max_examples=40, deadline=None)
+def test_tiles_hold_each_assignment_once_in_its_own_expert_group(n, seeds, experts, k, chunk, seed):
     g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, experts, (seeds, n, 1), generator=g)
-    plan = routing.plan_dispatch(index, experts)
-    tiles = patch_moe.plan_tiles(plan)
-    source = patch_moe.tile_sources(plan, tiles, pad_row=n)
+    k = min(k, experts)
+    index = torch.rand(seeds, n, experts, generator=g).topk(k, -1).indices  # distinct experts per token
+    tiles = patch_moe.plan_tiles(index, experts, chunk_tokens=chunk)
+    flat = torch.arange(seeds * n * k)
+    seed_of, token_of = flat // (n * k), flat // k % n
+    assert torch.equal(tiles.order.sort().values, flat)  # every assignment once
+    assert torch.equal(tiles.row, seed_of[tiles.order] * n + token_of[tiles.order])
     tile_of = tiles.position // patch_moe.TILE_ROWS
-    assert torch.equal(tiles.group[tile_of], plan.seed * experts + plan.expert)  # the right expert's tile
-    assert torch.equal(source[tiles.position], plan.token)  # the right row
-    assert tiles.position.unique().numel() == plan.token.numel()  # no two assignments share a slot
-    padding = torch.ones(source.numel(), dtype=torch.bool)
+    assert torch.equal(tiles.group[tile_of], seed_of[tiles.order] * experts + index.reshape(-1)[tiles.order])
+    assert torch.equal(tiles.source[tiles.position], token_of[tiles.order])  # the right row
+    assert tiles.position.unique().numel() == flat.numel()  # no two assignments share a slot
+    padding = torch.ones(tiles.source.numel(), dtype=torch.bool)
     padding[tiles.position] = False
-    assert bool((source[padding] == n).all())  # the rest is the zero row
-    per_group = torch.bincount(tiles.group, minlength=seeds * experts)
-    expected = (plan.counts.reshape(-1) + patch_moe.TILE_ROWS - 1) // patch_moe.TILE_ROWS
-    assert torch.equal(per_group, expected)  # each group padded only to a whole tile
+    assert bool((tiles.source[padding] == n).all())  # the rest is the zero row
+    chunk_of = token_of[tiles.order] // chunk  # tiles come chunk by chunk, and no tile mixes chunks
+    assert bool((chunk_of[1:] >= chunk_of[:-1]).all())
+    first_chunk = torch.full((tiles.n_tiles,), -1)
+    first_chunk[tile_of] = chunk_of
+    assert bool((first_chunk[tile_of] == chunk_of).all())
+    groups = (chunk_of * seeds + seed_of[tiles.order]) * experts + index.reshape(-1)[tiles.order]
+    sizes = torch.bincount(groups)
+    assert tiles.n_tiles == int(((sizes + patch_moe.TILE_ROWS - 1) // patch_moe.TILE_ROWS).sum())  # tight padding
 
 
 @pytest.mark.parametrize("activation", ["cubic", "relu", "gelu", "tanh", "sigmoid", "linear"])
@@ -161,7 +170,24 @@ def test_moe_forward_equals_every_expert_on_every_row(small, activation):
     assert torch.equal(again.index, route.index)
     every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), activation)
     dense = routing.dense_combine(every.view(2, 3, 64, 2), again)
-    torch.testing.assert_close(margin, dense[..., 1] - dense[..., 0])
+    reference = dense[..., 1] - dense[..., 0]
+    torch.testing.assert_close(margin, reference)
+    upstream = torch.randn(margin.shape, generator=torch.Generator().manual_seed(1))
+    params = (model.weight, model.bias, model.router.weight)
+    ours = torch.autograd.grad((margin * upstream).sum(), params)
+    expected = torch.autograd.grad((reference * upstream).sum(), params)
+    for got, want in zip(ours, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_a_backward_pass_through_overwritten_slopes_is_refused(small):
+    model = patch_moe.make_moe(2, 50, n_experts=3, n_filters=4, activation="cubic", init_scale=1.0, seed=3)
+    rows, xsum = model.inputs(small.train_x[:64])
+    first, _ = model.forward(rows, xsum, 4)
+    second, _ = model.forward(rows, xsum, 4)  # reuses the workspace that holds the first pass's slopes
+    second.sum().backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.sum().backward()
 
 
 def test_double_softmax_loss_cannot_go_below_log_1_plus_e_inverse():

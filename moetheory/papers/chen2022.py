@@ -78,7 +78,7 @@ class Config:
         for name in ("stop_margin", "stop_loss", "weight_decay"):
             check_float(name, getattr(self, name), 0.0)
         for act in self.bound_activations:
-            check_choice("bound_activations", act, tuple(patch_moe.VALUE_AND_SLOPE) + ("linear",))
+            check_choice("bound_activations", act, tuple(patch_moe.ACTIVATE) + ("linear",))
 
 
 def config(scale: str) -> Config:
