@@ -205,14 +205,15 @@ def _blocks(groups: int, rows: int, floats_per_row: int) -> list[tuple[int, int,
 
 
 def filter_sums(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
-                n_patches: int | None = None) -> torch.Tensor:
+                n_patches: int | None = None, workspace: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_p sigma(<w_f, x_p> + b_f)`` per filter: ``x`` ``(G|1, rows, P, d)``, ``weight`` ``(G, d, F)``,
     ``bias`` ``(G, 1, F)`` -> ``(G, rows, F)``. A linear CNN may get ``x`` already summed over patches
-    ``(G|1, rows, d)`` (same values and gradients, ``P`` times cheaper) with ``n_patches`` given."""
+    ``(G|1, rows, d)`` (same values and gradients, ``P`` times cheaper) with ``n_patches`` given. ``workspace``:
+    see :class:`PatchActivationSum`."""
     if activation == "linear":
         n_patches = n_patches or x.shape[-2]
         return torch.matmul(x if x.dim() == 3 else x.sum(-2), weight) + n_patches * bias
-    return PatchActivationSum.apply(x, weight, bias, activation)
+    return PatchActivationSum.apply(x, weight, bias, activation, None, None, workspace)
 
 
 def cnn_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
@@ -443,7 +444,7 @@ class SingleRecord:
 
 
 def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str,
-                  n_patches: int | None = None) -> torch.Tensor:
+                  n_patches: int | None = None, workspace: torch.Tensor | None = None) -> torch.Tensor:
     """``S`` single CNNs on shared inputs ``x`` ``(n, P, d)``: ``weight`` ``(S, d, F)``, ``bias`` ``(S, 1, F)``.
 
     The seeds' filters are laid side by side, ``(d, S * F)``, so one matrix product serves every seed. A linear
@@ -459,7 +460,7 @@ def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act
         return (xs @ w).view(-1, n_seeds, 2).transpose(0, 1) + (n_patches or x.shape[-2]) * b.unsqueeze(1)
     w = weight.permute(1, 0, 2).reshape(1, dim, n_seeds * n_filters)
     b = bias.permute(1, 0, 2).reshape(1, 1, n_seeds * n_filters)
-    h = filter_sums(x.unsqueeze(0), w, b, activation)  # (1, n, S * F)
+    h = filter_sums(x.unsqueeze(0), w, b, activation, workspace=workspace)  # (1, n, S * F)
     return h.view(x.shape[0], n_seeds, 2, n_filters // 2).sum(-1).transpose(0, 1)
 
 
@@ -478,15 +479,18 @@ def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "
     gen = torch.Generator().manual_seed(seed)
     w, b = init_filters((n_seeds, n_filters), x.shape[-1], init_scale, gen, device)  # (S, d, F), (S, 1, F)
     n_patches = x.shape[1]
+    workspace = None  # sigma'(z) of every epoch in the same memory
     if activation == "linear":
         x = x.sum(1, keepdim=True)  # a linear CNN needs only the patch sums
+    else:
+        workspace = x.new_empty(x.shape[0] * n_patches * n_seeds * n_filters)
     opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
     active = torch.ones(n_seeds, dtype=torch.bool, device=device)
     best = torch.full((n_seeds,), float("inf"), device=device)
     epochs_run = torch.zeros(n_seeds, dtype=torch.long, device=device)
     hist = []
     for epoch in progress(range(epochs)) if progress else range(epochs):
-        logits = single_logits(x, w, b, activation, n_patches)  # (S, n, 2)
+        logits = single_logits(x, w, b, activation, n_patches, workspace)  # (S, n, 2)
         loss = F.cross_entropy(logits.transpose(1, 2), y.expand(n_seeds, -1), reduction="none").mean(-1)
         with torch.no_grad():
             lv = loss.detach()
