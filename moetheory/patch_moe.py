@@ -1,8 +1,10 @@
 """Chen et al. (2022)'s models: a shared-filter CNN on patches, alone or as the experts of a top-1 MoE.
 
 Derived and used in the chen2022 chapter. Everything carries a leading seed axis ``S`` (and an expert axis ``E``)
-so that all seeds of one configuration train in one batched step; the MoE dispatches each example to its expert by
-sort (:mod:`moetheory.routing`), so an expert computes only its own rows.
+so that all seeds of one configuration train in one batched step. The MoE dispatches each example to its expert by
+a sort (:func:`plan_tiles`), so an expert computes only its own rows; the patch CNN (:class:`PatchActivationSum`)
+gathers, computes and reduces one block of tiles at a time so that the work stays in the CPU's cache. Linear
+experts are linear models (one vector on the patch sum each) and are applied to every row instead.
 
 Official code (uclaml/MoE) rather than the paper's equations where they differ:
 
