@@ -1,11 +1,12 @@
 """Kawata et al. (ICML 2025): an MoE detects latent clusters of single-index models; a vanilla net does not.
 
 The ``kawata2025`` chapter derives why (the global direction's signal cancels across clusters, see
-:func:`global_correlation`) and runs the experiment below. The stagewise MoE procedure is OUR reading of the
-paper's algorithm (its full text was not consulted):
+:mod:`moetheory.cluster_exponents`) and runs the experiment below, with C = 2 and, for every preset, again with
+C = 4 (``more_clusters``). The stagewise MoE procedure is OUR reading of the paper's algorithm (its full text was
+not consulted); its pieces live in :mod:`moetheory.single_index_moe`:
 
-1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, clipping):
-   they weakly recover the per-cluster directions w_c;
+1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, clipping),
+   meant to weakly recover the per-cluster directions w_c (often they do not: the chapter's C = 4 diagnosis);
 2. a linear softmax router trained by SGD with the experts frozen, ascending E[y sum_m pi_m(x) sigma_m(x)];
    experts whose router rows are near-parallel are pruned; routing is top-1;
 3. ``expert_width`` fresh neurons per expert trained on routed data, inputs centred by a running mean;
