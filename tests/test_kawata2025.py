@@ -14,10 +14,12 @@ from numpy.polynomial import hermite_e
 from moetheory import hermite, runtime
 from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
 from moetheory.papers import kawata2025 as K
+from moetheory.single_index_moe import chance_level, prune
 
 runtime.set_threads(1)
 IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap",
        "kawata2025/vanilla-global-overlap", "kawata2025/router-alignment", "kawata2025/moe-beats-vanilla"}
+IDS_C4 = {f"{i}-c4" for i in IDS}
 
 
 # ----------------------------------------------------------------------------------------------- generator
@@ -117,17 +119,23 @@ def test_effective_exponents():
     assert K.effective_exponent(inside, (m, a)) == 3
 
 
+def test_mixture_exponent_needs_a_polynomial_activation():
+    assert K.mixture_exponent("h3+h4", 2, "antipodal", 3.0, 16) == (4, 3)
+    with pytest.raises(ValueError, match="activation must be a polynomial one .*got 'relu'"):
+        K.mixture_exponent("relu", 2, "antipodal", 3.0, 16)
+
+
 def test_chance_level_by_monte_carlo():
     rng = np.random.default_rng(0)
     u = rng.standard_normal((4000, 20, 32))
     mc = (np.abs(u[..., 0]) / np.linalg.norm(u, axis=-1)).max(-1)
-    assert K.chance_level(20, 32) == pytest.approx(mc.mean(), abs=6 * mc.std() / math.sqrt(len(mc)) + 0.01)
+    assert chance_level(20, 32) == pytest.approx(mc.mean(), abs=6 * mc.std() / math.sqrt(len(mc)) + 0.01)
 
 
 # ----------------------------------------------------------------------------------------------- training
 def test_prune_drops_near_parallel_rows():
     router = torch.tensor([[[1.0, 0, 0], [0.99, 0.05, 0], [-1, 0, 0], [0, 1, 0]]])
-    keep = K._prune(router, torch.tensor([[0.2, 0.5, 0.2, 0.1]]), 0.9)
+    keep = prune(router, torch.tensor([[0.2, 0.5, 0.2, 0.1]]), 0.9)
     assert keep.tolist() == [[False, True, True, True]]
 
 
@@ -140,7 +148,42 @@ def test_tiny_preset_end_to_end():
     assert np.all(np.nan_to_num(result.vanilla_overlap) <= 1 + 1e-5)
     assert result.samples[-1] == cfg.total_steps * cfg.batch
     claims = K.claims(result)
-    assert {c.id for c in claims} == IDS
+    assert [c.id for c in claims[:5]] == sorted(IDS, key=[c.id for c in claims].index)
+    assert {c.id for c in claims} == IDS | IDS_C4
     assert claims[0].holds  # exact cancellation with an h3 neuron and antipodal means
     metrics = result.metrics()
     assert len(metrics["moe_test_mse"]) == s and 1 <= min(metrics["experts_kept"])
+    assert np.array(metrics["stage1_best_local_overlap"]).shape == (s, cfg.n_clusters)
+
+
+def test_tiny_run_with_four_clusters_is_shaped_by_c():
+    cfg = K.config("tiny")
+    result = K.run(cfg)
+    c4 = result.extra[4]
+    m, s, t = 2 * cfg.n_experts, cfg.n_seeds, len(c4.samples)  # as many experts per cluster as with C = 2
+    assert (c4.config.n_clusters, c4.config.layout, c4.config.n_experts) == (4, "orthogonal", m)
+    assert c4.vanilla_overlap.shape == (s, t, cfg.vanilla_width, 5)
+    assert c4.moe_overlap.shape == (s, t, m * cfg.expert_width, 5)
+    assert c4.router_alignment_final.shape == (s, 4) and c4.stage1_mean_overlap.shape == (s, m, 4)
+    assert c4.routing_purity.shape == (s,) and np.all((c4.routing_purity >= 0.25 - 1e-6) & (c4.routing_purity <= 1))
+    assert K.claims(c4)[0].holds  # h3: exact cancellation for orthogonal means too
+    assert np.array(result.metrics()["c4"]["router_alignment"]).shape == (s, 4)
+
+
+@pytest.mark.parametrize("scale", ["quick", "paper"])
+def test_presets_cover_four_clusters(scale):
+    cfg = K.config(scale)
+    assert 4 in cfg.more_clusters and cfg.n_clusters == 2
+    c4 = K.cluster_config(cfg, 4)
+    assert c4.n_clusters == 4 and c4.layout == "orthogonal" and c4.more_clusters == ()
+    assert (c4.d, c4.n_seeds, c4.total_steps) == (cfg.d, cfg.n_seeds, cfg.total_steps)  # same budget as C = 2
+    assert K.config("paper").d == 128
+
+
+def test_more_clusters_validation_names_field_and_range():
+    with pytest.raises(ValueError, match=r"more_clusters\[0\] must be an integer in \[2, 5\]; got 6"):
+        K.Config(d=12, more_clusters=(6,))
+    with pytest.raises(ValueError, match="more_clusters must be distinct and differ from n_clusters = 2"):
+        K.Config(more_clusters=(2,))
+    with pytest.raises(ValueError, match="more_clusters must be a tuple"):
+        K.Config(more_clusters=[4])

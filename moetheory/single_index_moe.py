@@ -1,0 +1,116 @@
+"""Pieces of the vanilla network and the stagewise MoE of the ``kawata2025`` chapter (section "The experiment").
+
+Neurons are unit vectors with leading (seed, group) axes, trained by online spherical SGD on the correlation loss
+``-y sigma(<u, x>)`` with a per-neuron clip of the tangent gradient; output layers are ridge fits; the router is a
+linear softmax trained with the experts frozen and read top-1. No Python loop over seeds, experts or samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from moetheory.checks import check_choice
+from moetheory.cluster_exponents import ACTIVATIONS
+from moetheory.data.cluster_single_index import hermite_series
+from moetheory.optim import spherical_sgd_
+
+__all__ = ["activation", "sgd_step", "overlaps", "ridge_mse", "features", "random_unit", "prune", "chance_level",
+           "route", "router_step", "alignment"]
+
+
+def activation(name: str):
+    """``z -> (sigma(z), sigma'(z))`` for a name in :data:`ACTIVATIONS`."""
+    coeffs = ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]
+    if coeffs is None:
+        return lambda z: (torch.relu(z), (z > 0).to(z.dtype))
+    return lambda z: hermite_series(z, coeffs, derivative=True)
+
+
+def sgd_step(u, x, y, act, lr, clip, weight=None):
+    """One spherical SGD step of the correlation loss -y sigma(<u, x>) for neurons ``u (S, G, K, d)``.
+
+    ``x (S, G, B, d)``, ``y (S, G, B)``; ``weight (S, G, B)`` (routing mask over the group's batch, rows
+    summing to one) or ``None`` (uniform).
+    """
+    _, ds = act(torch.einsum("sgbd,sgkd->sgbk", x, u))
+    yw = y / y.shape[-1] if weight is None else y * weight
+    grad = -torch.einsum("sgb,sgbk,sgbd->sgkd", yw, ds, x)
+    spherical_sgd_(u, grad, lr, clip)
+
+
+def overlaps(u, dirs):
+    """``|<u, w>|``: unit neurons ``u (S, ..., d)``, directions ``dirs (C + 1, d)`` -> ``(S, ..., C + 1)``."""
+    return (u @ dirs.T).abs()
+
+
+def ridge_mse(feats, y, route, feats_test, y_test, route_test, ridge):
+    """Ridge fit per group on its routed rows; test MSE per seed. ``feats (S, G, n, F)``, ``route`` 0/1."""
+    f = feats * route.unsqueeze(-1)
+    gram = f.transpose(-1, -2) @ f + ridge * feats.shape[2] * torch.eye(
+        f.shape[-1], device=f.device, dtype=f.dtype
+    )
+    coef = torch.linalg.solve(gram, (f * y.unsqueeze(1).unsqueeze(-1)).sum(2))  # (S, G, F)
+    pred = ((feats_test @ coef.unsqueeze(-1)).squeeze(-1) * route_test).sum(1)  # (S, n)
+    return ((pred - y_test) ** 2).mean(-1)
+
+
+def features(u, x, act, centre=None):
+    """``[1, sigma(<u_k, x - centre_g>)]``: ``u (S, G, K, d)``, ``x (S, n, d)`` -> ``(S, G, n, K + 1)``."""
+    xg = x.unsqueeze(1) if centre is None else x.unsqueeze(1) - centre.unsqueeze(2)
+    val, _ = act(torch.einsum("sgnd,sgkd->sgnk", xg, u))
+    return torch.cat([torch.ones_like(val[..., :1]), val], -1)
+
+
+def random_unit(shape, d, gen, device):
+    u = torch.randn(*shape, d, generator=gen, device=device)
+    return u / u.norm(dim=-1, keepdim=True)
+
+
+def prune(router, load, threshold):
+    """Keep mask ``(S, E)``: visiting experts by decreasing ``load`` (share of inputs routed to them), drop
+    one whose router row has cosine above ``threshold`` with an expert already kept (a loop over the handful
+    of experts, once)."""
+    unit = router / router.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = unit @ unit.transpose(-1, -2)  # (S, E, E)
+    order = load.argsort(dim=-1, descending=True)
+    keep = torch.zeros(router.shape[:2], dtype=torch.bool, device=router.device)
+    rows = torch.arange(router.shape[0], device=router.device)
+    for r in range(router.shape[1]):
+        e = order[:, r]
+        clash = ((cos[rows, e] > threshold) & keep).any(-1)
+        keep[rows, e] = ~clash
+    return keep
+
+
+def chance_level(width: int, d: int) -> float:
+    """E max over ``width`` random unit neurons of ``|<u, w>|`` ~ E max_j |N(0, 1/d)| (by quadrature)."""
+    from scipy import integrate, special
+
+    cdf = lambda t: special.erf(t / math.sqrt(2)) ** width  # noqa: E731  P(max |g_j| <= t)
+    return integrate.quad(lambda t: 1.0 - cdf(t), 0, 40, limit=200)[0] / math.sqrt(d)
+
+
+def route(x, router, keep):
+    """Top-1 expert ``(S, n)`` of the linear router over kept experts."""
+    logits = torch.einsum("snd,sed->sne", x, router).masked_fill(~keep.unsqueeze(1), -torch.inf)
+    return logits.argmax(-1)
+
+
+def router_step(router, u1, x, y, act, lr, clip):
+    """Ascend E[y sum_m pi_m(x) sigma(<u_m, x>)], pi = softmax(<W_m, x>), in the router rows ``W (S, M, d)``
+    (SGD from zero with a small step, the batch gradient clipped per row; experts ``u1`` frozen)."""
+    sig, _ = act(torch.einsum("sbd,smd->sbm", x, u1))
+    pi = torch.softmax(torch.einsum("sbd,smd->sbm", x, router), -1)
+    adv = pi * (sig - (pi * sig).sum(-1, keepdim=True))  # d/dlogit_m of the mixture output
+    grad = torch.einsum("sb,sbm,sbd->smd", y, adv, x) / x.shape[1]
+    router += lr * grad * (clip / grad.norm(dim=-1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+
+
+def alignment(router, means, keep=None):
+    """max over (kept) experts of cos(router row, v_c): ``(S, C)``."""
+    cos = (router / router.norm(dim=-1, keepdim=True).clamp_min(1e-12)) @ means.T  # (S, E, C)
+    if keep is not None:
+        cos = cos.masked_fill(~keep.unsqueeze(-1), -1.0)
+    return cos.max(1).values
