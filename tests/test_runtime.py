@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -55,6 +56,12 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         runtime.write_json_atomic(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"a": [1, 2]}  # the old file survives a failed write
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp file left behind
+    umask = os.umask(0o022)
+    try:
+        again = runtime.write_json_atomic(tmp_path / "mode.json", {})
+    finally:
+        os.umask(umask)
+    assert again.stat().st_mode & 0o777 == 0o644  # readable like any new file, not mkstemp's private 0600
 
 
 def test_provenance_fields():
