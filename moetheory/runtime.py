@@ -105,13 +105,16 @@ def device_description(device: torch.device) -> str:
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
-    """The checked-out commit (with ``+dirty`` when the tree has changes), or ``unknown`` outside git."""
+    """The checked-out commit (with ``+dirty`` when tracked files other than the records in ``results/`` have
+    changes, so that recording one result after another keeps the code's revision clean), or ``unknown`` outside
+    git."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=root, capture_output=True, text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -69,6 +70,24 @@ def test_provenance_fields():
     assert {"python", "torch", "numpy", "sympy", "moetheory"} <= set(v)
     rev = runtime.git_revision()
     assert rev == "unknown" or len(rev.split("+")[0]) == 40
+
+
+def test_git_revision_is_dirty_for_code_changes_but_not_for_records(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a-quick.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = runtime.git_revision(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "results" / "a-quick.json").write_text('{"new": 1}')  # a fresh record: still the same code
+    assert runtime.git_revision(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runtime.git_revision(tmp_path) == clean + "+dirty"
 
 
 @pytest.mark.parametrize(
