@@ -222,8 +222,12 @@ def cnn_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activa
                n_patches: int | None = None) -> torch.Tensor:
     """Class logits ``(G, rows, 2)`` of ``G`` shared-filter CNNs (arguments of :func:`filter_sums`): the first
     ``F/2`` filters vote for class 0, the rest for class 1 (the official ``Conv1d`` + split)."""
-    h = filter_sums(x, weight, bias, activation, n_patches)
-    return h.reshape(*h.shape[:-1], 2, h.shape[-1] // 2).sum(-1)
+    return class_sums(filter_sums(x, weight, bias, activation, n_patches))
+
+
+def class_sums(t: torch.Tensor) -> torch.Tensor:
+    """``(..., F) -> (..., 2)``: the sums over the first and the second half of the filters (one class each)."""
+    return t.reshape(*t.shape[:-1], 2, t.shape[-1] // 2).sum(-1)
 
 
 @dataclass
@@ -310,14 +314,11 @@ def plan_tiles(index: torch.Tensor, n_experts: int, chunk_tokens: int | None = N
     part = (torch.arange(n_tokens, device=device) // chunk).view(1, -1, 1)
     seed = torch.arange(n_seeds, device=device).view(-1, 1, 1)
     key = ((part * n_seeds + seed) * n_experts + index).reshape(-1)  # (A,)
-    order = torch.argsort(key, stable=True)  # stable: tokens ascending within a group
-    counts = torch.bincount(key, minlength=-(-n_tokens // chunk) * n_seeds * n_experts)
+    # stable: tokens ascending within a group; slot j of a group sits at row j from the start of its first tile
+    order, counts, slot = routing.sort_into_groups(key, -(-n_tokens // chunk) * n_seeds * n_experts)
     per_group = (counts + TILE_ROWS - 1) // TILE_ROWS
     first = torch.cumsum(per_group, 0) - per_group
     group = torch.repeat_interleave(torch.arange(counts.numel(), device=device), per_group) % (n_seeds * n_experts)
-    # the j-th assignment of a group sits at row j from the start of the group's first tile
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(key.numel(), device=device) - torch.repeat_interleave(starts, counts)
     position = torch.repeat_interleave(first * TILE_ROWS, counts) + slot
     row = order // k if k > 1 else order  # seed * n + token
     source = torch.full((group.numel() * TILE_ROWS,), n_tokens, device=device)
@@ -456,14 +457,14 @@ def single_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act
     """
     n_seeds, dim, n_filters = weight.shape
     if activation == "linear":
-        w = weight.view(n_seeds, dim, 2, n_filters // 2).sum(-1).permute(1, 0, 2).reshape(dim, 2 * n_seeds)
-        b = bias.view(n_seeds, 2, n_filters // 2).sum(-1)  # (S, 2)
+        w = class_sums(weight).permute(1, 0, 2).reshape(dim, 2 * n_seeds)
+        b = class_sums(bias)  # (S, 1, 2)
         xs = x[..., 0, :] if x.shape[-2] == 1 else x.sum(-2)
-        return (xs @ w).view(-1, n_seeds, 2).transpose(0, 1) + (n_patches or x.shape[-2]) * b.unsqueeze(1)
+        return (xs @ w).view(-1, n_seeds, 2).transpose(0, 1) + (n_patches or x.shape[-2]) * b
     w = weight.permute(1, 0, 2).reshape(1, dim, n_seeds * n_filters)
     b = bias.permute(1, 0, 2).reshape(1, 1, n_seeds * n_filters)
     h = filter_sums(x.unsqueeze(0), w, b, activation, workspace=workspace)  # (1, n, S * F)
-    return h.view(x.shape[0], n_seeds, 2, n_filters // 2).sum(-1).transpose(0, 1)
+    return class_sums(h.view(x.shape[0], n_seeds, n_filters)).transpose(0, 1)
 
 
 def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "cubic", lr: float = 0.01,

@@ -110,6 +110,16 @@ class DispatchPlan:
     n_tokens: int
 
 
+def sort_into_groups(key: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A stable sort of items by their group ``key`` ``(A,)`` (values in ``[0, n_groups)``): the sorted order
+    ``(A,)``, the items per group ``(n_groups,)``, and each sorted item's rank within its group ``(A,)``."""
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(key.numel(), device=key.device) - torch.repeat_interleave(starts, counts)
+    return order, counts, slot
+
+
 def plan_dispatch(index: torch.Tensor, n_experts: int) -> DispatchPlan:
     """Sort the assignments ``index`` ``(S, n, k)`` by (seed, expert) into a :class:`DispatchPlan`."""
     if index.dim() != 3:
@@ -117,18 +127,16 @@ def plan_dispatch(index: torch.Tensor, n_experts: int) -> DispatchPlan:
     n_seeds, n_tokens, k = index.shape
     seed_of = torch.arange(n_seeds, device=index.device).view(-1, 1, 1)
     group = (seed_of * n_experts + index).reshape(-1)  # (A,)
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=n_seeds * n_experts)
+    order, counts, slot = sort_into_groups(group, n_seeds * n_experts)
     # Sorted by (seed, expert): each seed's n k assignments form one block, each group a run of counts[g] rows, so
-    # seed, expert and slot follow from repeats, with no gather or integer division over the assignments.
-    starts = torch.cumsum(counts, 0) - counts
+    # seed and expert follow from repeats, with no gather or integer division over the assignments.
     seed = torch.arange(n_seeds, device=index.device).repeat_interleave(n_tokens * k)
     within = order - seed * (n_tokens * k)  # position in the seed's (n, k) block
     return DispatchPlan(
         order=order,
         seed=seed,
         expert=torch.arange(n_experts, device=index.device).repeat(n_seeds).repeat_interleave(counts),
-        slot=torch.arange(group.numel(), device=index.device) - torch.repeat_interleave(starts, counts),
+        slot=slot,
         token=within // k if k > 1 else within,
         counts=counts.view(n_seeds, n_experts),
         capacity=int(counts.max()) if counts.numel() else 0,

@@ -118,29 +118,30 @@ def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch
     (ours * upstream).sum().backward()
     act = (lambda t: t**3) if activation == "cubic" else get_activation(activation)
     wr, br = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
-    refs = []
-    for grp in range(2):  # reference: the official Conv1d(kernel = stride = d) on the flattened input
-        conv = F.conv1d(x[grp].reshape(9, 1, 20), wr[grp].T.unsqueeze(1), br[grp, 0], stride=5)  # (rows, F, P)
-        h = act(conv).sum(2)  # (rows, filters)
-        refs.append(torch.stack([h[:, :3].sum(1), h[:, 3:].sum(1)], 1))
-    ref = torch.stack(refs)
+    ref = conv_filter_sums(x, wr, br, act)
+    ref = torch.stack([ref[..., :3].sum(-1), ref[..., 3:].sum(-1)], -1)
     (ref * upstream).sum().backward()
     torch.testing.assert_close(ours, ref)
     torch.testing.assert_close(w.grad, wr.grad)
     torch.testing.assert_close(b.grad, br.grad)
     if activation != "linear":
         flipped = x.reshape(18, 4, 5).flip(0).view(2, 9, 4, 5)
-        h = torch.stack([act(F.conv1d(flipped[grp].reshape(9, 1, 20), w[grp].detach().T.unsqueeze(1),
-                                      b[grp, 0].detach(), stride=5)).sum(2) for grp in range(2)])  # (G, rows, F)
-        torch.testing.assert_close(gathered, h @ readout)
+        wh, bh = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        href = conv_filter_sums(flipped, wh, bh, act) @ readout
+        torch.testing.assert_close(gathered, href)
         weights = torch.randn(gathered.shape, generator=g, dtype=torch.double)
         (gathered * weights).sum().backward()
-        wh, bh = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
-        href = torch.stack([act(F.conv1d(flipped[grp].reshape(9, 1, 20), wh[grp].T.unsqueeze(1), bh[grp, 0],
-                                         stride=5)).sum(2) for grp in range(2)])
-        ((href @ readout) * weights).sum().backward()
+        (href * weights).sum().backward()
         torch.testing.assert_close(wg.grad, wh.grad)
         torch.testing.assert_close(bg.grad, bh.grad)
+
+
+def conv_filter_sums(x, w, b, act):
+    """Reference: the official ``Conv1d(kernel = stride = d)`` on each group's flattened rows, ``sigma`` summed over
+    the patches: ``x`` ``(G, rows, P, d)`` -> ``(G, rows, F)``."""
+    groups, rows, n_patches, dim = x.shape
+    return torch.stack([act(F.conv1d(x[grp].reshape(rows, 1, n_patches * dim), w[grp].T.unsqueeze(1), b[grp, 0],
+                                     stride=dim)).sum(2) for grp in range(groups)])
 
 
 @pytest.mark.parametrize("activation", ["cubic", "linear"])
