@@ -221,13 +221,13 @@ def construct_circle_moe(n_experts: int, width: int, embedding: torch.Tensor, ta
     t_vec = torch.stack([-centre.sin(), centre.cos()], -1) @ emb  # (E, D)
     zeros = torch.zeros(n_experts, 2, dtype=torch.float64)
     with torch.no_grad():
-        layer.moe.router.weight.copy_(torch.cat([c_vec, zeros], 1)[None].float())
+        layer.moe.router.weight.copy_(torch.cat([c_vec, zeros], 1)[None])
         hidden, output = layer.moe.experts.layers
         w_in = torch.cat([t_vec, zeros], 1)  # (E, D + 2)
-        hidden.weight.copy_(w_in[:, :, None].expand(-1, -1, width)[None].float())
-        hidden.bias.copy_((-knots[:-1])[None, None, None, :].expand(1, n_experts, 1, width).float())
-        output.weight.copy_(out_w[None, :, :, None].float())
-        output.bias.copy_(values[:, :1][None, :, None, :].float())
+        hidden.weight.copy_(w_in[:, :, None].expand(-1, -1, width)[None])
+        hidden.bias.copy_((-knots[:-1])[None, None, None, :].expand(1, n_experts, 1, width))
+        output.weight.copy_(out_w[None, :, :, None])
+        output.bias.copy_(values[:, :1][None, :, None, :])
     return layer
 
 

@@ -11,13 +11,27 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 NOT_REPORTED = "not reported"
 """Paper value for a claim whose number the paper does not give, or that could not be consulted."""
+
+NOT_RUN = "not run"
+"""``reproduced`` of a claim whose experiment did not run (``holds`` is then ``None``): not a failure."""
+
+PROVENANCES = {
+    "paper": "read in the paper's own text; source names the table, figure, section, theorem or equation",
+    "official code": "the authors' code or its printed outputs; source names the file",
+    "third party": "a summary of the paper by others: unverified",
+    "abstract": "a qualitative statement of the abstract, no number",
+    "not read": "the paper's text on this point could not be consulted",
+    "not reported": "the relevant text was read and gives no such number",
+    "derived": "what the paper's theory implies, derived by us: never a paper number",
+}
+"""Where a claim's paper value comes from (the ``provenance`` of every :class:`Claim`), with what each means."""
 
 _ID = re.compile(r"^[a-z][a-z0-9]*/[a-z0-9][a-z0-9-]*$")
 
@@ -28,25 +42,36 @@ class Claim:
 
     ``paper_value`` is the paper's number (float), a short text such as ``"99.46 ± 0.55"`` or a bound
     ``"<= 87.5"``, or :data:`NOT_REPORTED`. ``reproduced`` is our measured or derived value.
-    ``criterion`` says in words what ``holds`` tested; ``source`` where the paper value comes from.
+    ``criterion`` says in words what ``holds`` tested; ``holds`` is ``None`` (and ``reproduced`` is
+    :data:`NOT_RUN`) when the experiment behind the claim did not run. ``provenance`` (one of
+    :data:`PROVENANCES`, required) says where the paper value comes from and ``source`` names the table, figure,
+    section, file or summary.
     """
 
     id: str
     statement: str
     paper_value: float | str
     reproduced: float | str | bool
-    holds: bool
+    holds: bool | None
     criterion: str = ""
     source: str = ""
+    provenance: str = field(default="", kw_only=True)
 
     def __post_init__(self):
         if not isinstance(self.id, str) or not _ID.match(self.id):
             raise ValueError(f"claim id must look like '<paper>/<slug>' (lower case, digits, '-'); got {self.id!r}")
         if self.paper_value is None:
             raise ValueError(f"{self.id}: paper_value is required; pass ledger.NOT_REPORTED when there is none")
+        if self.provenance and self.provenance not in PROVENANCES:  # TODO: required once every claim has one
+            raise ValueError(f"{self.id}: provenance must be one of {', '.join(map(repr, PROVENANCES))}; "
+                             f"got {self.provenance!r}")
+        if self.provenance and self.provenance not in ("abstract", "not read", "not reported") and not self.source:
+            raise ValueError(f"{self.id}: provenance {self.provenance!r} needs a source naming where it comes from")
         holds = _plain(self.holds)
-        if not isinstance(holds, bool):
-            raise ValueError(f"{self.id}: holds must be a bool; got {type(self.holds).__name__}")
+        if holds is not None and not isinstance(holds, bool):
+            raise ValueError(f"{self.id}: holds must be a bool, or None when not run; got {type(self.holds).__name__}")
+        if (holds is None) != (self.reproduced == NOT_RUN):
+            raise ValueError(f"{self.id}: a claim that did not run has holds=None and reproduced={NOT_RUN!r}")
         object.__setattr__(self, "holds", holds)
         object.__setattr__(self, "reproduced", _plain(self.reproduced))
         object.__setattr__(self, "paper_value", _plain(self.paper_value))
@@ -55,13 +80,23 @@ class Claim:
     def paper(self) -> str:
         return self.id.split("/", 1)[0]
 
+    @property
+    def ran(self) -> bool:
+        return self.holds is not None
+
+    @property
+    def verdict(self) -> str:
+        """``holds``, ``fails`` or ``not run``: the outcome in words for tables."""
+        return NOT_RUN if self.holds is None else ("holds" if self.holds else "fails")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Claim:
         return cls(**{k: data[k] for k in ("id", "statement", "paper_value", "reproduced", "holds")},
-                   criterion=data.get("criterion", ""), source=data.get("source", ""))
+                   criterion=data.get("criterion", ""), source=data.get("source", ""),
+                   provenance=data.get("provenance", ""))
 
 
 def _plain(value):
@@ -89,7 +124,7 @@ def fmt(value, digits: int = 3) -> str:
 class Ledger(Sequence):
     """An ordered collection of claims; renders as a table in notebooks and as JSON for the CLI."""
 
-    columns = ("claim", "statement", "paper", "ours", "criterion", "holds")
+    columns = ("claim", "statement", "paper", "provenance", "ours", "criterion", "holds")
 
     def __init__(self, claims: Iterable[Claim] = ()):
         self._claims = list(claims)
@@ -111,12 +146,14 @@ class Ledger(Sequence):
 
     @property
     def all_hold(self) -> bool:
-        return all(c.holds for c in self._claims)
+        """No claim that ran fails (claims that did not run are not failures)."""
+        return not any(c.holds is False for c in self._claims)
 
     def frame(self) -> pd.DataFrame:
         """A pandas table, one row a claim, values formatted for reading."""
         rows = [
-            (c.id, c.statement, fmt(c.paper_value), fmt(c.reproduced), c.criterion, c.holds) for c in self._claims
+            (c.id, c.statement, fmt(c.paper_value), c.provenance, fmt(c.reproduced), c.criterion, c.verdict)
+            for c in self._claims
         ]
         return pd.DataFrame(rows, columns=list(self.columns)).set_index("claim")
 

@@ -29,12 +29,14 @@ class Report:
     config: dict
     claims: Ledger
     metrics: dict = field(default_factory=dict)
+    dtype: str = "float32"  # the floating type it computed in (records made before this field: float32)
 
     def to_json(self) -> dict:
         return {
             "paper": self.paper,
             "scale": self.scale,
             "device": self.device,
+            "dtype": self.dtype,
             "elapsed_s": round(self.elapsed_s, 2),
             "versions": self.versions,
             "git_revision": self.git_revision,
@@ -47,7 +49,8 @@ class Report:
     def from_json(cls, data: dict) -> Report:
         claims = Ledger(Claim.from_dict(c) for c in data["claims"])
         keys = ("paper", "scale", "device", "elapsed_s", "versions", "git_revision", "config")
-        return cls(**{k: data[k] for k in keys}, claims=claims, metrics=data.get("metrics", {}))
+        return cls(**{k: data[k] for k in keys}, claims=claims, metrics=data.get("metrics", {}),
+                   dtype=data.get("dtype", "float32"))
 
     def write(self, out_dir: str | Path = RESULTS_DIR) -> Path:
         """Write ``<out_dir>/<paper>-<scale>.json`` atomically; returns the path."""
@@ -69,7 +72,8 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
     """Run paper ``name`` at ``scale`` on ``device`` and return its :class:`Report`."""
     paper, config, dev = prepare(name, scale, device, overrides)
     start = time.perf_counter()
-    result = paper.run(config, device=dev, progress=progress)
+    with runtime.precision(dev):
+        result = paper.run(config, device=dev, progress=progress)
     elapsed = time.perf_counter() - start
     return Report(
         paper=paper.name,
@@ -81,6 +85,7 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
         config=runtime.config_dict(config),
         claims=Ledger(paper.claims(result)),
         metrics=result.metrics(),
+        dtype=str(runtime.compute_dtype(dev)).removeprefix("torch."),
     )
 
 

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from moetheory.checks import check_choice, check_int
 DEVICES = ("auto", "cpu", "cuda")
 SCALES = ("tiny", "quick", "paper")
 ENV_DEVICE = "MOETHEORY_DEVICE"
+ENV_DTYPE = "MOETHEORY_DTYPE"
+DTYPES = {"auto": None, "float32": torch.float32, "float64": torch.float64}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +48,43 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available here; use device='cpu' or 'auto'")
     return torch.device(device)
+
+
+def compute_dtype(device: str | torch.device | None = "auto") -> torch.dtype:
+    """The floating-point type experiments compute in: float64 on the CPU, float32 on CUDA.
+
+    On the CPU, float64 makes the recorded numbers independent of the host's SIMD path: MKL, oneDNN and ATen sum
+    in other orders on AVX2 and AVX-512 hosts, and training amplifies a last-bit difference by many orders of
+    magnitude; in float64 it starts near 1e-16, far below any printed digit, while in float32 (1e-7) it reaches
+    the second or third significant digit. On a GPU float32 is several times faster, and bit-for-bit agreement
+    with the CPU records is not promised there anyway (atomic adds, other random streams). The environment
+    variable ``MOETHEORY_DTYPE`` (``float32``, ``float64`` or ``auto``) overrides the choice.
+    """
+    name = os.environ.get(ENV_DTYPE, "auto") or "auto"
+    check_choice(ENV_DTYPE, name, DTYPES)
+    if DTYPES[name] is not None:
+        return DTYPES[name]
+    return torch.float64 if resolve_device(device).type == "cpu" else torch.float32
+
+
+@contextmanager
+def precision(device: str | torch.device | None = "auto"):
+    """Make :func:`compute_dtype` torch's default floating type inside the block (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(compute_dtype(device))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def setup(device: str | torch.device | None = "auto", threads: int | None = 1) -> torch.device:
+    """A chapter's first call: resolve the device (``MOETHEORY_DEVICE`` decides under ``"auto"``), pin torch's
+    CPU threads and make :func:`compute_dtype` the default floating type for the session; returns the device."""
+    dev = resolve_device(device)
+    set_threads(threads)
+    torch.set_default_dtype(compute_dtype(dev))
+    return dev
 
 
 def seed_everything(seed: int) -> torch.Generator:

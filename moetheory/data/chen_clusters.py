@@ -52,7 +52,8 @@ CHEN_SETTINGS = {
 
 @dataclass(frozen=True)
 class ChenClusters:
-    """Train and test sets of one setting. Inputs ``(n, P, d)`` float32 (already x ``scale``)."""
+    """Train and test sets of one setting. Inputs ``(n, P, d)`` (already x ``scale``): the official float32 values,
+    held in the default floating type (float64 under :func:`moetheory.runtime.setup` on the CPU)."""
 
     setting: str
     train_x: torch.Tensor  # (n_train, P, d)
@@ -129,5 +130,6 @@ def make_chen_clusters(setting: str = "S1", n_train: int = 16000, n_test: int = 
     check_int("dim", dim, 2 * n_clusters)
     check_float("scale", scale, 0.0, low_open=True)
     x, y, k, features, centers = _generate(setting, n_train + n_test, n_clusters, n_patches, dim, float(scale))
+    x, features, centers = (t.to(torch.get_default_dtype()) for t in (x, features, centers))  # exact: from float32
     return ChenClusters(setting, x[:n_train], y[:n_train], k[:n_train], x[n_train:], y[n_train:], k[n_train:],
                         features, centers)

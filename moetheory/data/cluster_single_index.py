@@ -168,11 +168,11 @@ def sample_clusters(
     *,
     generator=None,
     device="cpu",
-    dtype=torch.float32,
+    dtype=None,
 ):
     """``x (S, n, d)``, ``y (S, n)``, ``cluster (S, n)`` for ``S = n_seeds`` independent streams."""
     n, n_seeds = check_int("n", n, 1), check_int("n_seeds", n_seeds, 1)
-    kw = dict(device=device, dtype=dtype)
+    kw = dict(device=device, dtype=dtype or torch.get_default_dtype())
     tensors = {k: torch.as_tensor(getattr(problem, k), **kw) for k in ("means", "local_dirs", "global_dir")}
     cluster = torch.randint(problem.n_clusters, (n_seeds, n), generator=generator, device=device)
     x = (

@@ -5,7 +5,8 @@
 - the piecewise target of eq. (4) on [0, E]^L with E^L unit cells, separable (``f_out`` = sum) or not (product);
 - a target with a jump, and a spiral whose arc-length pieces no linear gate can separate.
 
-All generators are deterministic for a seed and return float32 torch tensors on the CPU.
+All generators are deterministic for a seed and return torch tensors on the CPU in the default
+floating type (float64 under :func:`moetheory.runtime.setup` on the CPU).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def random_embedding(k: int, D: int, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(check_int("seed", seed, 0))
     q, r = np.linalg.qr(rng.standard_normal((D, k)))
     q = q * np.sign(np.diag(r))  # unique QR: a deterministic function of the Gaussian draw
-    return torch.tensor(q.T, dtype=torch.float32)
+    return torch.tensor(q.T, dtype=torch.get_default_dtype())
 
 
 def circle_points(theta: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def sample_circle(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0, gri
     """``(X (n, D), y (n,), theta (n,))``: uniform angles (or an even grid) on the randomly embedded circle."""
     check_int("n", n, 1)
     if grid:
-        theta = torch.arange(n, dtype=torch.float32) * (2 * math.pi / n) - math.pi
+        theta = torch.arange(n, dtype=torch.get_default_dtype()) * (2 * math.pi / n) - math.pi
     else:
         gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
         theta = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
@@ -109,7 +110,7 @@ def cube_grid(points_per_axis: int, n_experts: int = 3, n_layers: int = 2, kind:
               target_seed: int = 0):
     """A dense cell-centred grid on ``[0, E]^L`` (for L-infinity errors) with the eq. (4) target."""
     check_int("points_per_axis", points_per_axis, 1)
-    axis = (torch.arange(points_per_axis, dtype=torch.float32) + 0.5) * (n_experts / points_per_axis)
+    axis = (torch.arange(points_per_axis, dtype=torch.get_default_dtype()) + 0.5) * (n_experts / points_per_axis)
     x = torch.cartesian_prod(*([axis] * n_layers)).reshape(-1, n_layers)
     return x, cube_target(x, piece_coefficients(n_experts, n_layers, target_seed), kind)
 
@@ -124,7 +125,7 @@ def sample_jump(n: int, jump: float = 1.0, *, seed: int = 0, grid: bool = False)
     check_int("n", n, 2)
     jump = check_float("jump", jump, 0.0, low_open=True)
     if grid:
-        x = (torch.arange(n, dtype=torch.float32) + 0.5) * (2 / n) - 1
+        x = (torch.arange(n, dtype=torch.get_default_dtype()) + 0.5) * (2 / n) - 1
     else:
         x = torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0))) * 2 - 1
     return x[:, None], jump_target(x, jump)
@@ -146,7 +147,7 @@ def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 
     check_int("n_pieces", n_pieces, 1)
     check_float("turns", turns, 0.0, low_open=True)
     if grid:
-        t = 0.2 + 0.8 * (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        t = 0.2 + 0.8 * (torch.arange(n, dtype=torch.get_default_dtype()) + 0.5) / n
     else:
         t = 0.2 + 0.8 * torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
     s = (t - 0.2) / 0.8 * n_pieces  # position in [0, n_pieces)

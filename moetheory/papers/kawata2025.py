@@ -202,8 +202,9 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
     problem = make_cluster_problem(
         cfg.d, cfg.n_clusters, rho=cfg.rho, layout=cfg.layout, noise_std=cfg.noise_std, seed=cfg.seed
     )
-    dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), dtype=torch.float32, device=dev)
-    means = torch.tensor(problem.means, dtype=torch.float32, device=dev)
+    real = dict(dtype=torch.get_default_dtype(), device=dev)
+    dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), **real)
+    means = torch.tensor(problem.means, **real)
     act, s, m, k, lr = (
         activation(cfg.activation),
         cfg.n_seeds,
@@ -242,7 +243,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         else:
             pad = overlaps(u3, dirs).masked_fill(~keep[..., None, None], torch.nan).flatten(1, 2)
             centre = sums / counts.clamp_min(1).unsqueeze(-1)
-            onehot = lambda e: torch.nn.functional.one_hot(e, m).transpose(1, 2).float()  # noqa: E731
+            onehot = lambda e: torch.nn.functional.one_hot(e, m).transpose(1, 2).to(torch.get_default_dtype())  # noqa: E731
             mse = ridge_mse(features(u3, x_fit, act, centre), y_fit, onehot(route(x_fit, router, keep)),
                             features(u3, x_te, act, centre), y_te, onehot(route(x_te, router, keep)), cfg.ridge)
         log["moe_ov"].append(pad)
@@ -267,11 +268,11 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         elif step < t12:
             router_step(router, u1[:, 0], x, y, act, cfg.router_lr / cfg.stage2_steps, cfg.clip)
             if step == t12 - 1:
-                load = torch.nn.functional.one_hot(route(x_fit, router, keep), m).float().mean(1)  # (S, M)
+                load = torch.nn.functional.one_hot(route(x_fit, router, keep), m).to(x_fit.dtype).mean(1)  # (S, M)
                 keep = prune(router, load, cfg.prune_cos)
         else:
             mask = (
-                torch.nn.functional.one_hot(route(x, router, keep), m).transpose(1, 2).float()
+                torch.nn.functional.one_hot(route(x, router, keep), m).transpose(1, 2).to(torch.get_default_dtype())
             )  # (S, M, B)
             n_rows = mask.sum(-1)
             sums += torch.einsum("smb,sbd->smd", mask, x)
