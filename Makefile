@@ -8,9 +8,15 @@ MATHJAX := _mathjax/_static/mathjax/tex-mml-chtml.js
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 # pytest-xdist workers for unit tests and nbval (2 cores on the project's machines)
 JOBS ?= 2
+# The second nbval pass: numerical libraries forced onto their generic (non-AVX2, non-AVX-512) code paths, so that
+# one machine proves the committed outputs do not depend on the host's SIMD dispatch (README, "Reproducible").
+GENERIC_DISPATCH := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_CPU_ISA=SSE41 \
+	NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+NBVAL := MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
+	--nbval-sanitize-with tests/sanitize.cfg
 JB_FLAGS ?=
 
-.PHONY: book test install mathjax unit nbval lint citation book-strict execute results clean
+.PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results clean
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
@@ -51,10 +57,15 @@ unit: install ## unit and property tests
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) tests
 	@echo "[$$(date +%T)] unit tests done"
 
-nbval: install ## strict nbval: every chapter re-executed, every output compared
-	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/sanitize.cfg $(NOTEBOOKS)
-	@echo "[$$(date +%T)] nbval done"
+nbval: nbval-native nbval-generic ## strict nbval twice: the host's SIMD dispatch, then a generic one
+
+nbval-native: install ## strict nbval: every chapter re-executed, every output compared
+	$(NBVAL) $(NOTEBOOKS)
+	@echo "[$$(date +%T)] nbval (native dispatch) done"
+
+nbval-generic: install ## the same committed outputs under generic SIMD code paths
+	$(GENERIC_DISPATCH) $(NBVAL) $(NOTEBOOKS)
+	@echo "[$$(date +%T)] nbval (generic dispatch) done"
 
 book-strict: install mathjax ## the book with warnings as errors
 	touch book/intro.md
