@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,10 +62,10 @@ class Claim:
             raise ValueError(f"claim id must look like '<paper>/<slug>' (lower case, digits, '-'); got {self.id!r}")
         if self.paper_value is None:
             raise ValueError(f"{self.id}: paper_value is required; pass ledger.NOT_REPORTED when there is none")
-        if self.provenance and self.provenance not in PROVENANCES:  # TODO: required once every claim has one
+        if self.provenance not in PROVENANCES:
             raise ValueError(f"{self.id}: provenance must be one of {', '.join(map(repr, PROVENANCES))}; "
                              f"got {self.provenance!r}")
-        if self.provenance and self.provenance not in ("abstract", "not read", "not reported") and not self.source:
+        if self.provenance not in ("abstract", "not read", "not reported") and not self.source:
             raise ValueError(f"{self.id}: provenance {self.provenance!r} needs a source naming where it comes from")
         holds = _plain(self.holds)
         if holds is not None and not isinstance(holds, bool):
@@ -97,6 +97,15 @@ class Claim:
         return cls(**{k: data[k] for k in ("id", "statement", "paper_value", "reproduced", "holds")},
                    criterion=data.get("criterion", ""), source=data.get("source", ""),
                    provenance=data.get("provenance", ""))
+
+
+def provenance_entry(table: Mapping[str, tuple[str, str]], claim_id: str) -> dict:
+    """``{"provenance": ..., "source": ...}`` of ``claim_id`` from a paper module's ``PROVENANCE`` table
+    (claim id -> (provenance, source)), ready to pass to :class:`Claim` as keywords."""
+    if claim_id not in table:
+        raise KeyError(f"no provenance recorded for claim {claim_id!r}; add it to its paper's PROVENANCE table")
+    provenance, source = table[claim_id]
+    return {"provenance": provenance, "source": source}
 
 
 def _plain(value):

@@ -47,6 +47,10 @@ class Report:
 
     @classmethod
     def from_json(cls, data: dict) -> Report:
+        """A report from its JSON record; a record made before claims had a provenance gets its claims'
+        ``provenance`` and ``source`` from the current code (:func:`with_provenance`), in memory only."""
+        if any("provenance" not in c for c in data["claims"]):
+            data = with_provenance(data)
         claims = Ledger(Claim.from_dict(c) for c in data["claims"])
         keys = ("paper", "scale", "device", "elapsed_s", "versions", "git_revision", "config")
         return cls(**{k: data[k] for k in keys}, claims=claims, metrics=data.get("metrics", {}),
@@ -97,6 +101,48 @@ def load_report(name: str, scale: str, results_dir: str | Path = RESULTS_DIR) ->
     return Report.from_json(json.loads(path.read_text()))
 
 
+def with_provenance(record: dict) -> dict:
+    """A copy of a results record whose claims carry the ``provenance`` and ``source`` that the current code gives
+    them (the paper module's ``provenance_of``, with the record's config); nothing else changes."""
+    paper = papers.get(record["paper"])
+    if paper.provenance is None:
+        raise ValueError(f"paper {paper.name!r} registers no provenance_of: cannot annotate its record")
+    claims = []
+    for claim in record["claims"]:
+        claim = dict(claim)
+        claim.update(paper.provenance(claim["id"], record.get("config")))
+        claims.append(claim)
+    return {**record, "claims": claims}
+
+
+def annotate_provenance(path: str | Path, revision: str | None = None) -> Path:
+    """One-off migration of a record made before claims had a provenance: fill in each claim's ``provenance``
+    and ``source`` from the current code without rerunning, and mark the record with ``"provenance_annotated"``:
+    the git revision of the annotating code (``revision``, default the checked-out one). Rewrites ``path``."""
+    path = Path(path)
+    record = with_provenance(json.loads(path.read_text()))
+    mark = revision or runtime.git_revision()
+    record.pop("provenance_annotated", None)
+    out = {}
+    for key, value in record.items():
+        out[key] = value
+        if key == "git_revision":  # beside the revision of the code that ran it
+            out["provenance_annotated"] = mark
+    out.setdefault("provenance_annotated", mark)
+    return runtime.write_json_atomic(path, out)
+
+
+def _recorded_claims(name: str, results_dir) -> tuple[dict, dict]:
+    """Paper ``name``'s recorded claims, each id once (the first :class:`Claim` seen over its quick and paper
+    records, in that order), and the reports by scale (``None`` where not recorded)."""
+    reports = {scale: load_report(name, scale, results_dir) for scale in ("quick", "paper")}
+    first = {}
+    for report in reports.values():
+        for claim in report.claims if report else ():
+            first.setdefault(claim.id, claim)
+    return first, reports
+
+
 def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     """One row per claim of paper ``name``: the paper's value beside ours at quick and at paper scale.
 
@@ -107,20 +153,17 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
 
     from moetheory.ledger import fmt
 
-    reports = {scale: load_report(name, scale, results_dir) for scale in ("quick", "paper")}
-    ids, rows = [], {}
+    first, reports = _recorded_claims(name, results_dir)
+    rows = {i: {"statement": c.statement, "paper": fmt(c.paper_value), "provenance": c.provenance,
+                "source": c.source, "criterion": c.criterion} for i, c in first.items()}
     for scale, report in reports.items():
         for claim in report.claims if report else ():
-            if claim.id not in rows:
-                ids.append(claim.id)
-                rows[claim.id] = {"statement": claim.statement, "paper": fmt(claim.paper_value),
-                                  "source": claim.source, "criterion": claim.criterion}
             rows[claim.id][f"ours ({scale})"] = fmt(claim.reproduced)
             rows[claim.id][f"holds ({scale})"] = claim.holds
-    columns = ["statement", "paper", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)", "criterion",
-               "source"]
-    table = pd.DataFrame([rows[i] for i in ids], index=pd.Index(ids, name="claim"), columns=columns)
-    return table.fillna("not run")
+    columns = ["statement", "paper", "provenance", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
+               "criterion", "source"]
+    table = pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="claim"), columns=columns)
+    return table.astype(object).fillna("not run")  # object first: a scale never recorded is an all-NaN column
 
 
 def summary_table(results_dir: str | Path = RESULTS_DIR):
@@ -136,3 +179,21 @@ def summary_table(results_dir: str | Path = RESULTS_DIR):
                           if report else "not run")
         rows.append(row)
     return pd.DataFrame(rows, columns=["paper", "quick scale", "paper scale"]).set_index("paper")
+
+
+def provenance_counts(results_dir: str | Path = RESULTS_DIR):
+    """Claims per provenance per registered paper, from the recorded quick and paper-scale results (each claim id
+    counted once): one row a paper, one column per provenance in :data:`moetheory.ledger.PROVENANCES` order, and
+    ``total``."""
+    import pandas as pd
+
+    from moetheory.ledger import PROVENANCES
+
+    rows = {}
+    for name in papers.registry():
+        first, _ = _recorded_claims(name, results_dir)
+        if first:
+            rows[name] = {p: sum(c.provenance == p for c in first.values()) for p in PROVENANCES}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(PROVENANCES), dtype=int)
+    table["total"] = table.sum(axis=1)
+    return table

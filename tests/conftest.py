@@ -9,7 +9,7 @@ import torch
 
 from moetheory import papers
 from moetheory.checks import check_float, check_int
-from moetheory.ledger import NOT_REPORTED, Claim
+from moetheory.ledger import NOT_REPORTED, Claim, provenance_entry
 
 torch.set_num_threads(1)
 
@@ -44,13 +44,21 @@ def toy_run(config, device="auto", progress=False):
                      config=config)
 
 
+TOY_PROVENANCE = {"toy/mean-above": ("not reported", "a toy paper: there is no such number")}
+
+
+def toy_provenance(claim_id, config=None):
+    return provenance_entry(TOY_PROVENANCE, claim_id)
+
+
 def toy_claims(result):
     return [Claim("toy/mean-above", "mean of U[0,1) samples exceeds the threshold", NOT_REPORTED,
-                  result.mean, result.mean > result.config.threshold, criterion="mean > threshold")]
+                  result.mean, result.mean > result.config.threshold, criterion="mean > threshold",
+                  **toy_provenance("toy/mean-above"))]
 
 
 TOY = papers.Paper(name="toy", title="A toy paper for tests", cite_key="none", config=toy_config, run=toy_run,
-                   claims=toy_claims)
+                   claims=toy_claims, provenance=toy_provenance)
 
 
 @pytest.fixture

@@ -2,28 +2,54 @@ import json
 
 import pytest
 
-from moetheory.ledger import NOT_REPORTED, Claim, Ledger, beside, fmt, load_claims
+from moetheory.ledger import NOT_REPORTED, PROVENANCES, Claim, Ledger, beside, fmt, load_claims, provenance_entry
 
 
 def make(id_="p/a", holds=True, ours=0.5):
-    return Claim(id_, "a statement", 1.0, ours, holds, criterion="ours < 1")
+    return Claim(id_, "a statement", 1.0, ours, holds, criterion="ours < 1", source="Table 1", provenance="paper")
+
+
+NOT_READ = {"provenance": "not read"}
 
 
 def test_claim_validates_id_and_paper_value():
     with pytest.raises(ValueError, match="claim id must look like '<paper>/<slug>'"):
-        Claim("NoSlash", "s", 1.0, 1.0, True)
+        Claim("NoSlash", "s", 1.0, 1.0, True, **NOT_READ)
     with pytest.raises(ValueError, match="paper_value is required; pass ledger.NOT_REPORTED"):
-        Claim("p/a", "s", None, 1.0, True)
+        Claim("p/a", "s", None, 1.0, True, **NOT_READ)
     with pytest.raises(ValueError, match="holds must be a bool"):
-        Claim("p/a", "s", 1.0, 1.0, "yes")
-    assert Claim("p/a", "s", NOT_REPORTED, 1.0, True).paper == "p"
+        Claim("p/a", "s", 1.0, 1.0, "yes", **NOT_READ)
+    assert Claim("p/a", "s", NOT_REPORTED, 1.0, True, **NOT_READ).paper == "p"
+
+
+@pytest.mark.parametrize("provenance", ["", "the paper", "Paper"])
+def test_claim_refuses_a_missing_or_unknown_provenance(provenance):
+    with pytest.raises(ValueError) as err:
+        Claim("p/a", "s", 1.0, 1.0, True, source="Table 1", provenance=provenance)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("p/a: provenance must be one of")
+    assert all(repr(p) in message for p in PROVENANCES) and f"got {provenance!r}" in message
+
+
+def test_claim_needs_a_source_unless_nothing_was_read():
+    with pytest.raises(ValueError, match="p/a: provenance 'paper' needs a source"):
+        Claim("p/a", "s", 1.0, 1.0, True, provenance="paper")
+    for provenance in ("abstract", "not read", "not reported"):
+        assert Claim("p/a", "s", NOT_REPORTED, 1.0, True, provenance=provenance).source == ""
+
+
+def test_provenance_entry_reads_a_table():
+    table = {"p/a": ("third party", "a summary")}
+    assert provenance_entry(table, "p/a") == {"provenance": "third party", "source": "a summary"}
+    with pytest.raises(KeyError, match="no provenance recorded for claim 'p/b'"):
+        provenance_entry(table, "p/b")
 
 
 def test_numpy_and_torch_scalars_become_plain():
     import numpy as np
     import torch
 
-    c = Claim("p/a", "s", np.float64(1.5), torch.tensor(2.0), np.bool_(True))
+    c = Claim("p/a", "s", np.float64(1.5), torch.tensor(2.0), np.bool_(True), **NOT_READ)
     assert type(c.paper_value) is float and type(c.reproduced) is float and c.holds is True
 
 

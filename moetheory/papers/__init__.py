@@ -7,7 +7,10 @@ Each module in this package that defines ``PAPER = Paper(...)`` registers itself
 - ``config(scale)``: the ``tiny`` / ``quick`` / ``paper`` presets;
 - ``run(config, device="auto", progress=False)``: the experiment, returning a result object with ``metrics()``
   (a JSON-ready dict);
-- ``claims(result)``: a list of :class:`moetheory.ledger.Claim`.
+- ``claims(result)``: a list of :class:`moetheory.ledger.Claim`;
+- ``provenance_of(claim_id, config)``: the ``provenance`` and ``source`` of each claim, from one module-level table
+  that ``claims`` also reads, so that recorded results can be annotated without rerunning
+  (:func:`moetheory.reproduce.annotate_provenance`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Paper:
     config: Callable[[str], Any]  # scale -> Config
     run: Callable[..., Any]  # run(config, device="auto", progress=False) -> result with .metrics()
     claims: Callable[[Any], list]  # claims(result) -> list[Claim]
+    # provenance_of(claim_id, config dict of the run) -> {"provenance": ..., "source": ...}, as claims() gives them
+    provenance: Callable[[str, dict], dict] | None = None
 
 
 def registry() -> dict[str, Paper]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from moetheory import patch_moe, runtime
+from moetheory import ledger, patch_moe, runtime
 from moetheory.checks import check_choice, check_float, check_int
 from moetheory.data.chen_clusters import CHEN_SETTINGS, make_chen_clusters
 from moetheory.ledger import Claim
@@ -19,7 +19,7 @@ from moetheory.papers import Paper
 
 MOE_MODELS = ("cubic", "linear")  # expert activation: the "nonlinear" and "linear" MoE rows of Table 1
 BOUND_LIMIT = 87.5  # Theorem 4.1: test error >= 1/8 for any sum_p f(x_p) when D_alpha = D_gamma
-TABLE1 = {  # Table 1 of the paper: (mean, std) test accuracy % and dispatch entropy over 10 runs
+TABLE1 = {  # Table 1 as third-party summaries give it (paper text not read): (mean, std) accuracy % and DE, 10 runs
     ("S1", "cubic"): ((99.46, 0.55), (0.098, 0.087)),
     ("S2", "cubic"): ((98.09, 1.27), (0.171, 0.103)),
     ("S3", "cubic"): ((99.99, 0.02), (0.008, 0.011)),
@@ -31,6 +31,63 @@ TABLE1 = {  # Table 1 of the paper: (mean, std) test accuracy % and dispatch ent
 }
 TABLE1_SINGLE = {"cubic": 79.48, "linear": 68.71}  # S1 only; Table 1 gives no std for single models
 SINGLE_TOLERANCE = 3.0  # percentage points; see the claims' criterion
+
+# ------------------------------------------------------------------------------------------------ provenance
+# The paper's own text could not be read: Table 1 and Theorem 4.1 come from third-party summaries. The official code
+# (uclaml/MoE at 0b0853f) prints the MoE rows in synthetic_demo_s<k>.ipynb (10 runs, np.std, accuracy rounded to
+# 2 decimals, entropy to 3): where a printout equals the summaries' value, the value is tagged `official code`.
+OFFICIAL_CODE = "uclaml/MoE@0b0853f"
+OFFICIAL_TABLE1 = {  # (setting, activation) -> printed (mean, std) test accuracy % and dispatch entropy
+    ("S1", "cubic"): ((99.46, 0.55), (0.098, 0.088)),
+    ("S2", "cubic"): ((98.1, 1.56), (0.183, 0.144)),  # a rerun (model seed 9): not the summaries' S2 column
+    ("S3", "cubic"): ((99.99, 0.02), (0.008, 0.011)),
+    ("S4", "cubic"): ((98.92, 1.18), (0.089, 0.12)),
+    ("S1", "linear"): ((93.0, 2.11), (1.3, 0.044)),
+    ("S2", "linear"): ((89.49, 1.35), (1.262, 0.095)),
+    ("S3", "linear"): ((95.93, 1.34), (1.16, 0.1)),
+    ("S4", "linear"): ((93.3, 1.48), (1.16, 0.155)),
+}
+OFFICIAL_SINGLE = {"cubic": 79.57, "linear": 68.31}  # synthetic_demo_s1.ipynb, 80 filters, one run each
+_SLUG_ACT = {"nonlinear": "cubic", "linear": "linear"}  # claim slug -> expert activation
+PROVENANCE = {  # claim id -> (provenance, source) of the claims that do not depend on the data setting
+    **{f"chen2022/single-{slug}-accuracy": (
+        "third party",
+        f"Table 1 (S1) as given by third-party summaries (paper text not read); the official "
+        f"synthetic_demo_s1.ipynb ({OFFICIAL_CODE}) prints {OFFICIAL_SINGLE[act]} for its 80-filter run")
+       for slug, act in _SLUG_ACT.items()},
+    "chen2022/single-expert-bound": (
+        "third party",
+        "Theorem 4.1 (test error >= 1/8 when D_alpha = D_gamma) as stated in third-party summaries (paper text "
+        f"not read); 'verify' data and protocol from the official synthetic_demo_verify*.ipynb ({OFFICIAL_CODE})"),
+}
+
+
+def _table1_provenance(setting: str, act: str, i: int) -> tuple[str, str]:
+    """Table 1's MoE accuracy (``i = 0``) or entropy (``i = 1``): `official code` where the official printout equals
+    the summaries' value, else `third party` with the printout beside it."""
+    paper, official = TABLE1[(setting, act)][i], OFFICIAL_TABLE1[(setting, act)][i]
+    notebook = f"synthetic_demo_{setting.lower()}.ipynb ({OFFICIAL_CODE})"
+    if paper == official:
+        return ("official code", f"printout of the official {notebook}; equals Table 1 ({setting}) as third-party "
+                                 "summaries give it (paper text not read)")
+    return ("third party", f"Table 1 ({setting}) as given by third-party summaries (paper text not read); the "
+                           f"official {notebook} prints {official[0]} ± {official[1]}")
+
+
+def claim_setting(settings) -> str:
+    """The data setting the claims speak of: S1 when it was run, else the first setting."""
+    return "S1" if "S1" in settings else settings[0]
+
+
+def provenance_of(claim_id: str, config: dict | None = None) -> dict:
+    """``provenance`` and ``source`` of a chen2022 claim; ``config`` (the run's config as a dict) gives the data
+    setting of the Table 1 MoE claims (S1 when ``None``)."""
+    setting = claim_setting(config["settings"]) if config else "S1"
+    table = dict(PROVENANCE)
+    for slug, act in _SLUG_ACT.items():
+        for i, kind in enumerate(("accuracy", "entropy")):
+            table[f"chen2022/moe-{slug}-{kind}"] = _table1_provenance(setting, act, i)
+    return ledger.provenance_entry(table, claim_id)
 
 
 @dataclass(frozen=True)
@@ -198,7 +255,8 @@ def _train_single(config: Config, data, act: str, n_seeds: int, epochs: int, pro
 def claims(result: Result) -> list[Claim]:
     """The seven claims of the chapter (S1 when it was run, else the first setting)."""
     cfg = result.config
-    setting = "S1" if "S1" in cfg.settings else cfg.settings[0]
+    setting = claim_setting(cfg.settings)
+    run_config = runtime.config_dict(cfg)
     out = []
     for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
         rec = result.moe[(setting, act)]
@@ -207,7 +265,8 @@ def claims(result: Result) -> list[Claim]:
         out.append(Claim(
             f"chen2022/moe-{slug}-accuracy", f"{setting}: mean test accuracy (%) of the MoE with {slug} experts",
             f"{acc_m} ± {acc_s}", ours, abs(ours - acc_m) <= 2 * acc_s,
-            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std", source="Table 1"))
+            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std",
+            **provenance_of(f"chen2022/moe-{slug}-accuracy", run_config)))
     for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
         rec = result.single.get(("S1", act))
         ours = round(float(rec.test_accuracy.double().mean()), 2) if rec is not None else float("nan")
@@ -216,7 +275,7 @@ def claims(result: Result) -> list[Claim]:
             TABLE1_SINGLE[act], ours, abs(ours - TABLE1_SINGLE[act]) <= SINGLE_TOLERANCE,
             criterion=f"within ± {SINGLE_TOLERANCE:g} points (Table 1 gives no std; the official 80- and 128-filter "
                       "runs differ by 1.0 (cubic) and 2.6 (linear) points)",
-            source="Table 1"))
+            **provenance_of(f"chen2022/single-{slug}-accuracy", run_config)))
     for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
         rec = result.moe[(setting, act)]
         _, (ent_m, ent_s) = TABLE1[(setting, act)]
@@ -224,7 +283,8 @@ def claims(result: Result) -> list[Claim]:
         out.append(Claim(
             f"chen2022/moe-{slug}-entropy", f"{setting}: mean final dispatch entropy of the MoE with {slug} experts",
             f"{ent_m} ± {ent_s}", ours, abs(ours - ent_m) <= 2 * ent_s,
-            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std", source="Table 1"))
+            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std",
+            **provenance_of(f"chen2022/moe-{slug}-entropy", run_config)))
     best_act, best = result.bound_best()
     out.append(Claim(
         "chen2022/single-expert-bound",
@@ -232,9 +292,9 @@ def claims(result: Result) -> list[Claim]:
         + ", ".join(cfg.bound_activations),
         f"<= {BOUND_LIMIT}", round(best, 2), best <= BOUND_LIMIT,
         criterion=f"best mean accuracy ({best_act}) at most 87.5 (Theorem 4.1: error >= 1/8)",
-        source="Theorem 4.1"))
+        **provenance_of("chen2022/single-expert-bound", run_config)))
     return out
 
 
 PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",
-              cite_key="chen2022", config=config, run=run, claims=claims)
+              cite_key="chen2022", config=config, run=run, claims=claims, provenance=provenance_of)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from moetheory import runtime
+from moetheory import ledger, runtime
 from moetheory.bounds import moe_parameters
 from moetheory.checks import check_float, check_int
 from moetheory.data import manifolds
@@ -34,11 +34,32 @@ from moetheory.deep_moe import (
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 
-# Experiment I and II "test errors" as reported (third-party notes of the paper's figures; unverified).
+# Experiment I and II "test errors" of the paper's Tables 3 and 4 (Appendix C, not available) as given in
+# third-party notes (unverified); the main text was read and gives no number.
 PAPER_EXP1 = {16: 3.40e-4, 32: 3.38e-4, 64: 3.17e-4, 128: 3.42e-4}
 PAPER_EXP2_DEEP = {16: 8.32e-5, 32: 1.41e-5, 64: 4.73e-6, 128: 2.59e-6}
 PAPER_EXP2_SHALLOW = {16: 7.96e-5, 32: 2.17e-5, 64: 2.65e-5, 128: 4.60e-5}
-UNVERIFIED = "paper's Experiment {} as reported in third-party notes (unverified; appendix not consulted)"
+_TABLE = ("Table {} (Appendix C, not available) as given in third-party notes (unverified); {} computed here from "
+          "those numbers. Main text, section 'Experimental Validation': {}")
+PROVENANCE = {  # claim id -> (provenance, source)
+    "wang2025/ambient-dimension-free": (
+        "third party", _TABLE.format(3, "max/min ratio of the test errors at D = 16..128",
+                                     "the 1-4-MoE's test error 'does not increase significantly and remains stable'")),
+    "wang2025/deep-moe-width-slope": (
+        "third party", _TABLE.format(4, "least-squares log-log slope of the 2-3-MoE's test errors against m",
+                                     "the 2-3-MoE 'achieves rapidly decreasing error'")),
+    "wang2025/shallow-plateau": (
+        "third party", _TABLE.format(4, "least-squares log-log slopes of both models' test errors against m",
+                                     "the 1-6-MoE 'exhibits a performance plateau'")),
+    "wang2025/jump-separation": (
+        "not reported", "main text (Sections 1-7) read: no such experiment or bound; the J/2 bound is derived in this "
+        "chapter (a ReLU net is continuous); the appendices were not read"),
+}
+
+
+def provenance_of(claim_id: str, config: dict | None = None) -> dict:
+    """``provenance`` and ``source`` of a wang2025 claim (``config`` is not needed)."""
+    return ledger.provenance_entry(PROVENANCE, claim_id)
 
 
 @dataclass(frozen=True)
@@ -274,27 +295,27 @@ def claims(result: Result) -> list[Claim]:
               round(paper_ratio, 3), round(ratio, 3), ratio <= 3,
               criterion=f"max/min over D in {list(cfg.exp1_dims)} of the seed-median test MSE <= 3 "
                         "(random orthonormal embedding, not zero padding)",
-              source=UNVERIFIED.format("I") + ": ratio of the reported errors at D = 16..128"),
+              **provenance_of("wang2025/ambient-dimension-free")),
         Claim("wang2025/deep-moe-width-slope",
               "The 2-layer x 3-expert MoE's error keeps falling with expert width m on the eq. (4) target",
               round(paper_deep, 3), round(slopes["deep"], 3), slopes["deep"] <= -1,
               criterion=f"least-squares slope of log median test MSE vs log m, m in {list(cfg.exp2_widths)}, <= -1",
-              source=UNVERIFIED.format("II") + ": slope fitted here to the reported points"),
+              **provenance_of("wang2025/deep-moe-width-slope")),
         Claim("wang2025/shallow-plateau",
               "The 1-layer x 6-expert MoE stops improving with width while the 2-layer x 3-expert one keeps improving",
               f"1-6: {paper_shallow:.2f}, 2-3: {paper_deep:.2f}",
               f"1-6: {slopes['shallow']:.2f}, 2-3: {slopes['deep']:.2f}",
               slopes["shallow"] >= -0.5 and slopes["deep"] <= slopes["shallow"] - 0.5,
               criterion="log-log slopes of median test MSE vs width: shallow >= -0.5 and deep <= shallow - 0.5",
-              source=UNVERIFIED.format("II") + ": slopes fitted here to the reported points"),
+              **provenance_of("wang2025/shallow-plateau")),
         Claim("wang2025/jump-separation",
               "On a target with a jump J, a dense ReLU net stays >= J/2 in L-infinity while a 2-expert MoE does not",
-              "not reported", f"dense {dense_linf:.3f}, MoE {moe_linf:.3f} (J/2 = {half:.3g})",
+              ledger.NOT_REPORTED, f"dense {dense_linf:.3f}, MoE {moe_linf:.3f} (J/2 = {half:.3g})",
               dense_linf >= half and moe_linf <= half / 2,
               criterion="min over seeds of the dense net's grid L-inf error >= J/2 and the MoE's seed-median <= J/4",
-              source="derived in this chapter (continuity of ReLU nets); no such experiment in the paper"),
+              **provenance_of("wang2025/jump-separation")),
     ]
 
 
 PAPER = Paper(name="wang2025", title="Wang & E (2025): expressive power of MoE on manifolds and with depth",
-              cite_key="wang2025", config=config, run=run, claims=claims)
+              cite_key="wang2025", config=config, run=run, claims=claims, provenance=provenance_of)
