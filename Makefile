@@ -16,7 +16,8 @@ NBVAL := MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile -
 	--nbval-sanitize-with tests/sanitize.cfg
 JB_FLAGS ?=
 
-.PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results clean
+.PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results \
+	gpu-check clean
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
@@ -79,6 +80,13 @@ execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as 
 results: install ## record quick-scale results of every registered paper into results/
 	$(VENV)/bin/moetheory reproduce $$($(VENV)/bin/moetheory list | cut -d' ' -f1) --scale quick --device cpu \
 		--out results --no-progress > /dev/null || true
+
+# On a GPU machine: every paper's presets on CUDA, timed and compared with the CPU records (benchmarks/gpu_check.py).
+# Uses the venv when there is one, else python3 (a GPU machine's own torch); no install step (it may be offline).
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+gpu-check: ## CUDA runs of every preset -> benchmarks/gpu-timings.json (GPU_CHECK_ARGS="--budget-s 300 --scales tiny quick")
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf _build _mathjax .venv-cff

@@ -6,6 +6,7 @@ Used by ``moetheory reproduce`` and by the ledger chapter; results files are ``r
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,34 @@ def _recorded_claims(name: str, results_dir) -> tuple[dict, dict]:
         for claim in report.claims if report else ():
             first.setdefault(claim.id, claim)
     return first, reports
+
+
+def compare_claims(ours: Report, record: Report) -> list[dict]:
+    """Claim by claim, ``ours`` beside a recorded report of the same paper (a GPU run beside the CPU record, say).
+
+    One dict per claim id of either report: both verdicts, whether they agree (``None`` when a side lacks the claim
+    or did not run it), and for numeric values (not booleans) the absolute and relative difference of ours from the
+    record. The relative difference means little for values near zero (a rounding-level gap, say), hence both.
+    """
+    theirs = {c.id: c for c in record.claims}
+    mine = {c.id: c for c in ours.claims}
+    rows = []
+    for claim_id in [*mine, *(i for i in theirs if i not in mine)]:
+        a, b = mine.get(claim_id), theirs.get(claim_id)
+        row = {"id": claim_id, "holds": a.holds if a else None, "record_holds": b.holds if b else None,
+               "agree": None, "abs_diff": None, "rel_diff": None}
+        if a and b and a.ran and b.ran:
+            row["agree"] = a.holds == b.holds
+        if a and b and _is_number(a.reproduced) and _is_number(b.reproduced):
+            gap = abs(float(a.reproduced) - float(b.reproduced))
+            row["abs_diff"] = gap
+            row["rel_diff"] = gap / abs(float(b.reproduced)) if b.reproduced else (0.0 if gap == 0 else math.inf)
+        rows.append(row)
+    return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):

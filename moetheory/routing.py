@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from moetheory.checks import check_choice, check_float, check_int
+from moetheory.runtime import same_device
 
 NOISES = ("none", "uniform", "gaussian")
 COMBINES = ("softmax", "raw")
@@ -88,9 +89,10 @@ class Router(nn.Module):
 
 
 def _noise_like(t: torch.Tensor, kind: str, generator: torch.Generator | None) -> torch.Tensor:
-    if generator is not None and generator.device != t.device:
+    """U[0, 1) or N(0, 1) noise shaped like ``t``, drawn from ``generator`` on the generator's own device."""
+    if generator is not None and not same_device(generator.device, t.device):
         raw = torch.rand if kind == "uniform" else torch.randn
-        return raw(t.shape, generator=generator).to(t.device, t.dtype)
+        return raw(t.shape, generator=generator, device=generator.device).to(t.device, t.dtype)
     if kind == "uniform":
         return torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
     return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)

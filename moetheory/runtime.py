@@ -36,9 +36,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     ``"auto"`` (or ``None``) reads ``MOETHEORY_DEVICE`` first, then picks CUDA when it is available.
     Asking for CUDA on a machine without it is an error, never a silent fall-back to the CPU.
+    CUDA comes back indexed (``cuda:N``, the current device, or the index of a ``torch.device`` passed in), as
+    tensors report it, so that a ``torch.Generator(device=...)`` made from it reports the same device.
     """
+    index = None
     if isinstance(device, torch.device):
-        device = device.type
+        device, index = device.type, device.index
     if device is None or device == "auto":
         device = os.environ.get(ENV_DEVICE, "auto") or "auto"
         check_choice(ENV_DEVICE, device, DEVICES)
@@ -47,7 +50,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     check_choice("device", device, DEVICES)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available here; use device='cpu' or 'auto'")
+    if device == "cuda":
+        return torch.device("cuda", torch.cuda.current_device() if index is None else index)
     return torch.device(device)
+
+
+def same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    """Whether ``a`` and ``b`` name the same device: the same type, and the same index where both carry one.
+
+    Compare devices with this, never with ``==``: ``torch.Generator(device="cuda").device`` is ``cuda`` (no index)
+    while every CUDA tensor reports ``cuda:0``, and ``torch.device("cuda") != torch.device("cuda", 0)``.
+    """
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def compute_dtype(device: str | torch.device | None = "auto") -> torch.dtype:

@@ -202,6 +202,19 @@ def test_samples_to_recovery_deterministic_and_in_range():
     assert a.shape == (2, 5) and np.all(a >= 1) and np.all(a <= paper.sample_cap(1, 16, 1.0, 20.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_samples_to_recovery_in_either_default_dtype(dtype):
+    """``moetheory reproduce`` computes in float64 on the CPU: the sample counts must not assume float32."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        out = paper.samples_to_recovery(1, (8,), 3, 1.0, 0.5, 20.0, torch.Generator().manual_seed(0),
+                                        torch.device("cpu"))
+    finally:
+        torch.set_default_dtype(old)
+    assert out.shape == (1, 3) and np.all(out >= 1)
+
+
 def test_learning_rate_rule():
     assert paper.learning_rate(1, 100, 1.0) == pytest.approx(1e-2)
     assert paper.learning_rate(3, 100, 0.5) == pytest.approx(0.5e-3)

@@ -1,5 +1,7 @@
 """Property tests of the MoE core: sort-based dispatch + combine equals the dense masked computation."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from moetheory.experts import BatchedMLP, count_parameters, get_activation
 from moetheory.moe import DenseMLP, MoELayer
-from moetheory.routing import Router, combine, dense_combine, dispatch, plan_dispatch
+from moetheory.routing import Router, _noise_like, combine, dense_combine, dispatch, plan_dispatch
 
 shapes = st.tuples(
     st.integers(1, 3),  # seeds
@@ -122,3 +124,34 @@ def test_router_on_inputs_shared_by_seeds_matches_per_seed_inputs(s, n, e, seed)
     (grad,) = torch.autograd.grad(shared.weight.sum(), router.weight)
     (expected,) = torch.autograd.grad(copied.weight.sum(), router.weight)
     torch.testing.assert_close(grad, expected)
+
+
+class _FakeCudaGenerator:
+    """What ``torch.Generator(device="cuda")`` looks like to routing: its device carries no index."""
+
+    device = torch.device("cuda")
+
+
+@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
+def test_noise_is_drawn_on_the_tensor_device_with_an_unindexed_cuda_generator(monkeypatch, kind):
+    """A CUDA generator reports ``cuda`` while tensors sit on ``cuda:0``: that is the same device, so the noise is
+    drawn there directly (comparing with ``!=`` drew it on the CPU with the CUDA generator, which torch rejects)."""
+    calls = []
+
+    def fake_draw(shape, generator=None, device=None, dtype=None):
+        calls.append({"generator": generator, "device": device, "dtype": dtype})
+        return torch.zeros(shape, dtype=dtype)
+
+    monkeypatch.setattr(torch, "rand", fake_draw)
+    monkeypatch.setattr(torch, "randn", fake_draw)
+    t = SimpleNamespace(shape=(2, 3, 4), device=torch.device("cuda", 0), dtype=torch.float32)  # a cuda:0 tensor
+    gen = _FakeCudaGenerator()
+    out = _noise_like(t, kind, gen)
+    assert calls == [{"generator": gen, "device": torch.device("cuda", 0), "dtype": torch.float32}]
+    assert out.shape == (2, 3, 4)
+
+
+def test_noise_from_a_generator_on_another_device_is_drawn_there_and_moved():
+    x = torch.zeros(2, 5, dtype=torch.float64, device="meta")  # a device other than the generator's
+    noise = _noise_like(x, "uniform", torch.Generator())
+    assert noise.device.type == "meta" and noise.dtype == torch.float64

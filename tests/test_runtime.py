@@ -23,6 +23,23 @@ def test_cuda_without_cuda_is_a_clear_error():
         runtime.resolve_device("cuda")
 
 
+def test_cuda_resolves_to_the_indexed_current_device(monkeypatch):
+    """Tensors report ``cuda:N``; an unindexed ``cuda`` made generators that no tensor's device equals."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert runtime.resolve_device("cuda") == torch.device("cuda", 1)
+    assert runtime.resolve_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    assert runtime.resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_same_device_compares_types_and_indices_only_where_both_have_one():
+    assert runtime.same_device(torch.device("cuda"), torch.device("cuda", 0))
+    assert runtime.same_device("cuda:1", torch.device("cuda"))
+    assert runtime.same_device("cpu", torch.device("cpu"))
+    assert not runtime.same_device("cuda:0", "cuda:1")
+    assert not runtime.same_device("cpu", "cuda:0")
+
+
 def test_bad_device_and_env_name_the_allowed_values(monkeypatch):
     with pytest.raises(ValueError, match="device must be one of 'auto', 'cpu', 'cuda'; got 'tpu'"):
         runtime.resolve_device("tpu")

@@ -175,7 +175,7 @@ def samples_to_recovery(k: int, dims, n_seeds: int, eta: float, threshold: float
         # (rows,) first sample index at which the overlap crossed
         first = crossed.float().argmax(0) + done + 1
         reached = crossed.any(0)
-        hit[active[reached]] = first[reached].float()
+        hit[active[reached]] = first[reached].to(hit.dtype)
         w[active] = w_a
         done += steps
         finished = (~hit.isnan()).reshape(len(dims), n_seeds).float().mean(1)  # (dims,) fraction crossed
