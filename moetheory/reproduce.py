@@ -195,6 +195,14 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     return table.astype(object).fillna("not run")  # object first: a scale never recorded is an all-NaN column
 
 
+def _held(report: Report) -> str:
+    """``"5 of 7 hold"``, with the claims that did not run counted apart."""
+    ran = [c for c in report.claims if c.ran]
+    text = f"{sum(c.holds for c in ran)} of {len(ran)} hold"
+    skipped = len(report.claims) - len(ran)
+    return text + (f" ({skipped} not run)" if skipped else "")
+
+
 def summary_table(results_dir: str | Path = RESULTS_DIR):
     """Per registered paper: how many claims hold in the recorded quick and paper-scale runs."""
     import pandas as pd
@@ -204,8 +212,7 @@ def summary_table(results_dir: str | Path = RESULTS_DIR):
         row = {"paper": name}
         for scale in ("quick", "paper"):
             report = load_report(name, scale, results_dir)
-            row[f"{scale} scale"] = (f"{sum(c.holds for c in report.claims)} of {len(report.claims)} hold"
-                          if report else "not run")
+            row[f"{scale} scale"] = _held(report) if report else "not run"
         rows.append(row)
     return pd.DataFrame(rows, columns=["paper", "quick scale", "paper scale"]).set_index("paper")
 
