@@ -69,8 +69,12 @@ def prepare(name: str, scale: str, device: str = "auto", overrides: dict | None 
 
 def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress: bool = False,
               overrides: dict | None = None) -> Report:
-    """Run paper ``name`` at ``scale`` on ``device`` and return its :class:`Report`."""
+    """Run paper ``name`` at ``scale`` on ``device`` and return its :class:`Report`.
+
+    The git revision is read when the run starts: the code that ran, whatever changes while it runs.
+    """
     paper, config, dev = prepare(name, scale, device, overrides)
+    revision = runtime.git_revision()
     start = time.perf_counter()
     with runtime.precision(dev):
         result = paper.run(config, device=dev, progress=progress)
@@ -81,7 +85,7 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
         device=runtime.device_description(dev),
         elapsed_s=elapsed,
         versions=runtime.versions(),
-        git_revision=runtime.git_revision(),
+        git_revision=revision,
         config=runtime.config_dict(config),
         claims=Ledger(paper.claims(result)),
         metrics=result.metrics(),
@@ -132,7 +136,7 @@ def summary_table(results_dir: str | Path = RESULTS_DIR):
         row = {"paper": name}
         for scale in ("quick", "paper"):
             report = load_report(name, scale, results_dir)
-            row[f"{scale} scale"] = (f"{sum(c.holds for c in report.claims)} of {len(report.claims)} hold"
+            row[f"{scale} scale"] = (f"{sum(c.holds is True for c in report.claims)} of {len(report.claims)} hold"
                           if report else "not run")
         rows.append(row)
     return pd.DataFrame(rows, columns=["paper", "quick scale", "paper scale"]).set_index("paper")
