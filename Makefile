@@ -79,7 +79,7 @@ execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as 
 
 results: install ## record quick-scale results of every registered paper into results/
 	$(VENV)/bin/moetheory reproduce $$($(VENV)/bin/moetheory list | cut -d' ' -f1) --scale quick --device cpu \
-		--out results --no-progress > /dev/null || true
+		--out results --no-progress > /dev/null || [ $$? -eq 1 ]  # 1 (a claim fails) is a result; 2, 3 stop make
 
 # On a GPU machine: every paper's presets on CUDA, timed and compared with the CPU records (benchmarks/gpu_check.py).
 # Uses the venv when there is one, else python3 (a GPU machine's own torch); no install step (it may be offline).

@@ -10,6 +10,9 @@ import math
 from collections.abc import Iterable
 from numbers import Integral, Real
 
+MAX_SEED = 2**32 - 1
+"""The largest seed :func:`moetheory.runtime.seed_everything` accepts (numpy's legacy seeding is 32-bit)."""
+
 
 def check_choice(name: str, value, allowed: Iterable):
     """Return ``value`` if it is one of ``allowed``; otherwise raise ``ValueError`` listing them."""

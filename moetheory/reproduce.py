@@ -74,8 +74,12 @@ def prepare(name: str, scale: str, device: str = "auto", overrides: dict | None 
 
 def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress: bool = False,
               overrides: dict | None = None) -> Report:
-    """Run paper ``name`` at ``scale`` on ``device`` and return its :class:`Report`."""
+    """Run paper ``name`` at ``scale`` on ``device`` and return its :class:`Report`.
+
+    The git revision is read when the run starts: the code that ran, whatever changes while it runs.
+    """
     paper, config, dev = prepare(name, scale, device, overrides)
+    revision = runtime.git_revision()
     start = time.perf_counter()
     with runtime.precision(dev):
         result = paper.run(config, device=dev, progress=progress)
@@ -86,7 +90,7 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
         device=runtime.device_description(dev),
         elapsed_s=elapsed,
         versions=runtime.versions(),
-        git_revision=runtime.git_revision(),
+        git_revision=revision,
         config=runtime.config_dict(config),
         claims=Ledger(paper.claims(result)),
         metrics=result.metrics(),

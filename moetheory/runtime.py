@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from moetheory.checks import check_choice, check_int
+from moetheory.checks import MAX_SEED, check_choice, check_int
 
 DEVICES = ("auto", "cpu", "cuda")
 SCALES = ("tiny", "quick", "paper")
@@ -104,7 +104,7 @@ def setup(device: str | torch.device | None = "auto", threads: int | None = 1) -
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch (CPU and CUDA); return a CPU ``torch.Generator`` seeded the same way."""
-    seed = check_int("seed", seed, 0, 2**32 - 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

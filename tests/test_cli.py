@@ -1,9 +1,12 @@
 import json
+import re
+from dataclasses import replace
 
 import pytest
 
-from moetheory import cli
-from moetheory.reproduce import load_report
+from moetheory import cli, papers, runtime
+from moetheory.ledger import NOT_REPORTED, NOT_RUN, Claim
+from moetheory.reproduce import Report, load_report
 
 
 def run(capsys, *argv):
@@ -69,3 +72,226 @@ def test_unknown_paper_lists_allowed_before_running_anything(capsys, toy_registr
 def test_cuda_request_without_cuda_is_usage_error(capsys, toy_registry):
     code, _, err = run(capsys, "reproduce", "toy", "--device", "cuda")
     assert code == 2 and "CUDA is not available" in err
+
+
+# --- --out: checked before any run, printed before written, replaced atomically -----------------------------------
+
+
+def register(monkeypatch, *extra):
+    """Register papers (a frozen Paper cannot be patched: register a changed copy) for one test."""
+    real = papers.registry
+    monkeypatch.setattr(papers, "registry", lambda: {**real(), **{p.name: p for p in extra}})
+
+
+@pytest.fixture
+def ran(monkeypatch, toy_registry):
+    """Records every toy run, so that a test can prove nothing ran."""
+    calls = []
+    real_run = toy_registry.run
+
+    def counting_run(config, device="auto", progress=False):
+        calls.append(config)
+        return real_run(config, device, progress)
+
+    register(monkeypatch, replace(toy_registry, run=counting_run))
+    return calls
+
+
+def test_out_that_is_a_file_is_refused_before_running(capsys, ran, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    code, out, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(target))
+    assert code == 2 and out == "" and ran == []
+    assert err.count("\n") == 1 and "--out" in err and "not a directory" in err
+
+
+def test_out_that_cannot_be_written_is_refused_before_running(capsys, ran, tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", denied)  # root can write anywhere: simulate a read-only DIR
+    code, _, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path))
+    assert code == 2 and ran == [] and err.count("\n") == 1
+    assert "--out: cannot write to" in err and "Permission denied" in err
+
+
+def test_out_whose_report_path_is_a_directory_is_refused(capsys, ran, tmp_path):
+    (tmp_path / "toy-tiny.json").mkdir()
+    code, _, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path))
+    assert code == 2 and ran == [] and "toy-tiny.json' is a directory" in err
+
+
+def test_out_is_created_and_an_existing_report_replaced(capsys, toy_registry, tmp_path):
+    out = tmp_path / "new" / "dir"
+    code, _, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(out))
+    assert code == 0 and (out / "toy-tiny.json").exists()
+    (out / "toy-tiny.json").write_text("stale")
+    code, _, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(out))
+    assert code == 0 and load_report("toy", "tiny", out).paper == "toy"
+    assert sorted(p.name for p in out.iterdir()) == ["toy-tiny.json"]  # no temporary file left behind
+    assert f"wrote {out / 'toy-tiny.json'}" in err
+
+
+def test_claims_are_printed_before_the_report_is_written(capsys, toy_registry, tmp_path, monkeypatch):
+    def full_disk(self, out_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Report, "write", full_disk)
+    code, out, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path))
+    assert code == 3 and "toy/mean-above" in out  # the finished run is on stdout even though the write failed
+    assert err.count("\n") == 1 and err.startswith("moetheory: error: toy: --out") and "No space left" in err
+
+
+def test_git_revision_is_taken_when_the_run_starts(capsys, toy_registry, tmp_path, monkeypatch):
+    state = {"ran": False}
+    real_run = toy_registry.run
+
+    def run_then_edit(config, device="auto", progress=False):
+        state["ran"] = True  # e.g. someone edits the tree while the run goes on
+        return real_run(config, device, progress)
+
+    register(monkeypatch, replace(toy_registry, run=run_then_edit))
+    monkeypatch.setattr(runtime, "git_revision", lambda *a: "after+dirty" if state["ran"] else "before")
+    code, _, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path))
+    assert code == 0 and load_report("toy", "tiny", tmp_path).git_revision == "before"
+
+
+# --- exit 3: a failed run is one line, and never loses the other papers' work ----------------------------------------
+
+
+def crashing(config, device="auto", progress=False):
+    from moetheory.data import manifolds
+
+    return manifolds.sample_jump(1)  # fails deep inside the package, after validation
+
+
+@pytest.fixture
+def broken_registry(monkeypatch, toy_registry):
+    register(monkeypatch, replace(toy_registry, name="broken", run=crashing))
+
+
+def test_failed_run_is_one_line_exit_3_and_the_other_papers_still_report(capsys, broken_registry, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.delenv(cli.ENV_TRACEBACK, raising=False)
+    code, out, err = run(capsys, "reproduce", "broken", "toy", "--scale", "tiny", "--out", str(tmp_path))
+    assert code == 3
+    lines = [line for line in err.splitlines() if not line.startswith("wrote")]
+    assert len(lines) == 1 and re.fullmatch(r"moetheory: error: broken: moetheory\.data\.manifolds\.sample_jump "
+                                            r"\(line \d+\): ValueError: n must be an integer >= 2; got 1", lines[0])
+    assert "Traceback" not in err
+    assert "toy/mean-above" in out and load_report("toy", "tiny", tmp_path) is not None  # finished work is kept
+    assert load_report("broken", "tiny", tmp_path) is None
+
+
+def test_failed_run_with_a_failing_claim_still_exits_3(capsys, broken_registry):
+    code, _, _ = run(capsys, "reproduce", "toy", "broken", "--scale", "tiny", "--set", "fail=true")
+    assert code == 3  # a crash never passes for a failed claim (1), let alone for success
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_traceback_on_request(capsys, broken_registry, monkeypatch, how):
+    argv = ["reproduce", "broken", "--scale", "tiny"]
+    if how == "flag":
+        argv.append("--traceback")
+    else:
+        monkeypatch.setenv(cli.ENV_TRACEBACK, "1")
+    code, _, err = run(capsys, *argv)
+    assert code == 3 and "Traceback (most recent call last)" in err and "in sample_jump" in err
+    assert err.splitlines()[-1].startswith("moetheory: error: broken: ")
+
+
+def test_help_lists_the_exit_codes_in_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    out = capsys.readouterr().out
+    epilog = out[out.index("exit status:"):]
+    for code in ("0", "1", "2", "3"):
+        assert f"\n  {code}  " in epilog
+    assert "`" not in epilog and "atomically" in epilog and "writable directory" in epilog
+
+
+# --- not run is not failed -------------------------------------------------------------------------------------------
+
+
+def test_claim_that_did_not_run_is_not_a_failure(capsys, toy_registry, monkeypatch):
+    def with_skipped(result):
+        return [*toy_registry.claims(result),
+                Claim("toy/skipped", "an experiment this config leaves out", NOT_REPORTED, NOT_RUN, None)]
+
+    register(monkeypatch, replace(toy_registry, claims=with_skipped))
+    code, out, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--json")
+    assert code == 0
+    skipped = [c for c in json.loads(out)["claims"] if c["id"] == "toy/skipped"]
+    assert skipped[0]["holds"] is None and skipped[0]["reproduced"] == NOT_RUN
+
+
+CHEN_FAST = ["--set", "moe_epochs=1", "--set", "bound_epochs=1", "--set", "n_train=64", "--set", "n_test=64",
+             "--set", "n_seeds=1", "--set", "bound_activations=linear", "--set", "ablation=false"]
+
+
+def test_chen_single_models_not_trained_are_not_run_not_failed(capsys):
+    code, out, _ = run(capsys, "reproduce", "chen2022", "--scale", "tiny", "--device", "cpu", "--no-progress",
+                       "--json", "--set", "settings=S2", *CHEN_FAST)
+    claims = {c["id"]: c for c in json.loads(out)["claims"]}
+    for slug in ("nonlinear", "linear"):
+        single = claims[f"chen2022/single-{slug}-accuracy"]
+        assert single["holds"] is None and single["reproduced"] == NOT_RUN
+    assert code == (0 if all(c["holds"] is not False for c in claims.values()) else 1)
+
+
+def test_kawata_exponent_not_derived_for_relu_is_not_run(capsys):
+    code, out, _ = run(capsys, "reproduce", "kawata2025", "--scale", "tiny", "--device", "cpu", "--no-progress",
+                       "--json", "--set", "activation=relu", "--set", "more_clusters=", "--set", "stage1_steps=2",
+                       "--set", "stage2_steps=2", "--set", "stage3_steps=2")
+    claim = {c["id"]: c for c in json.loads(out)["claims"]}["kawata2025/global-exponent-rises"]
+    assert code in (0, 1) and claim["holds"] is None and claim["reproduced"] == NOT_RUN
+
+
+# --- --set for tuples, and every Config's limits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "item", "value"),
+    [
+        ("chen2022", "settings=S2", ("S2",)),
+        ("chen2022", 'settings="S2"', ("S2",)),
+        ("chen2022", "settings=S1,S2", ("S1", "S2")),
+        ("chen2022", 'settings="S1", "S3"', ("S1", "S3")),
+        ("chen2022", "single_settings=", ()),
+        ("hermite", "dims=8,16,32", (8, 16, 32)),
+        ("hermite", "dims=[8, 16]", (8, 16)),
+        ("hermite", "eta=1,0.5,0.25", (1.0, 0.5, 0.25)),
+        ("kawata2025", "more_clusters=3", (3,)),
+    ],
+)
+def test_set_reads_tuples_as_comma_separated_values(name, item, value):
+    config = papers.get(name).config("tiny")
+    assert cli.parse_overrides(config, [item]) == {item.partition("=")[0]: value}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["wang2025", "--set", "test_points=1"], "wang2025: --set: test_points must be an integer >= 2; got 1"),
+        (["wang2025", "--set", "n_train=1"], "n_train must be an integer >= 2; got 1"),
+        (["wang2025", "--set", "construction_dim=1"], "construction_dim must be an integer >= 2; got 1"),
+        (["wang2025", "--set", "exp2_widths=4,4"], "exp2_widths must hold at least two distinct integers >= 2"),
+        (["hermite", "--set", "exponents=2,2,3"], "exponents must be distinct; got (2, 2, 3)"),
+        (["hermite", "--set", "max_factor=1e300"], "max_factor / eta * d^(k-1)"),
+        (["kawata2025", "--set", "ridge=0"], "ridge must be a finite number >= 1e-12; got 0.0"),
+        (["kawata2025", "--set", "seed=4294967296"], "seed must be an integer in [0, 4294967295]"),
+        (["kawata2025", "--set", "rho=1e300"], "rho must be a finite number in [0.0, 1000000.0]"),
+        (["kawata2025", "--set", "layout=orthogonal", "--set", "d=4"], "d must be >= 5 for 2 clusters"),
+        (["chen2022", "--set", "bound_activations="], "bound_activations must name at least one activation"),
+        (["chen2022", "--set", "seed=4294967296"], "seed must be an integer in [0, 4294967295]"),
+        (["chen2022", "--set", "settings=S5"], "settings must be one of 'S1', 'S2', 'S3', 'S4'; got 'S5'"),
+        (["makkuva2019", "--set", "n_experts=6"], "n_experts must be an integer in [2, 5]; got 6"),
+        (["makkuva2019", "--set", "noise_std=1e-300"], "noise_std must be a finite number in [1e-06, 1000000.0]"),
+        (["makkuva2019", "--set", "regimes=1"], "--set regimes: a tuple of Regime cannot be set"),
+        (["hermite", "--set", "dims=8,x"], "--set dims: cannot read '8,x' as comma-separated int values"),
+    ],
+)
+def test_config_limits_are_usage_errors_naming_the_field(capsys, argv, message):
+    code, out, err = run(capsys, "reproduce", *argv, "--scale", "tiny", "--device", "cpu")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("moetheory: error:") and message in err

@@ -181,6 +181,10 @@ def test_config_validation():
         paper.config("huge")
     with pytest.raises(ValueError, match="stop_fraction"):
         paper.Config(stop_fraction=0.2)
+    with pytest.raises(ValueError, match=r"exponents must be distinct; got \(2, 2\)"):
+        paper.Config(exponents=(2, 2), eta=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"max_factor / eta \* d\^\(k-1\) .* must be <= 9.01e\+15; got .* k = 1"):
+        paper.Config(eta=(1e-300, 0.5, 0.5))
 
 
 def test_stop_fraction_censors_only_the_slowest_runs():
@@ -192,12 +196,18 @@ def test_stop_fraction_censors_only_the_slowest_runs():
     assert np.all(np.isfinite(np.median(np.nan_to_num(out, nan=np.inf), axis=1)))
 
 
-def test_samples_to_recovery_deterministic_and_in_range():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float64: the CPU default of runtime.setup()
+def test_samples_to_recovery_deterministic_and_in_range(dtype):
     def go():
         gen = torch.Generator().manual_seed(3)
         return paper.samples_to_recovery(1, (8, 16), 5, 1.0, 0.5, 20.0, gen, torch.device("cpu"))
 
-    a, b = go(), go()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        a, b = go(), go()
+    finally:
+        torch.set_default_dtype(old)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, 5) and np.all(a >= 1) and np.all(a <= paper.sample_cap(1, 16, 1.0, 20.0))
 

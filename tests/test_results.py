@@ -1,14 +1,17 @@
-"""The recorded reproductions in results/ stay consistent with the registered papers' claims."""
+"""The recorded reproductions in results/ stay consistent with the registered papers' claims and with the code."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from moetheory import papers
-from moetheory.reproduce import RESULTS_DIR, Report
+from moetheory import papers, runtime
+from moetheory.ledger import NOT_RUN
+from moetheory.reproduce import RESULTS_DIR, Report, summary_table
 
 FILES = sorted(Path(RESULTS_DIR).glob("*.json"))
+CHAPTER_THREADS = 1  # every chapter runs runtime.setup(threads=1), and `moetheory reproduce` defaults to one thread
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
@@ -20,6 +23,43 @@ def test_results_file_is_a_complete_report_of_a_registered_paper(path):
     assert all(c.id.startswith(f"{report.paper}/") for c in report.claims)
     assert report.versions["torch"] and report.git_revision and report.config
     assert report.elapsed_s > 0
+
+
+def record_problems(data: dict) -> list[str]:
+    """What makes a recorded report differ from what the code at its scale would record: one line per field."""
+    problems = []
+    revision = data.get("git_revision", "")
+    if revision.endswith("+dirty") or revision in ("", "unknown"):
+        problems.append(f"git_revision {revision!r}: recorded from a tree with uncommitted changes (or outside git)")
+    preset = runtime.config_dict(papers.get(data["paper"]).config(data["scale"]))
+    recorded = data.get("config", {})
+    for key in sorted(set(preset) | set(recorded)):
+        if recorded.get(key, "<absent>") != preset.get(key, "<absent>"):
+            problems.append(f"config.{key}: recorded {recorded.get(key, '<absent>')!r}, "
+                            f"preset {data['scale']!r} has {preset.get(key, '<absent>')!r}")
+    threads = re.search(r"(\d+) threads", data.get("device", ""))
+    if data.get("device", "").startswith("cpu") and (threads is None or int(threads[1]) != CHAPTER_THREADS):
+        problems.append(f"device {data.get('device')!r}: the chapters run on {CHAPTER_THREADS} thread")
+    return problems
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_record_was_made_by_the_committed_code_with_its_preset(path):
+    problems = record_problems(json.loads(path.read_text()))
+    assert not problems, f"results/{path.name} differs from the code; re-record it:\n  " + "\n  ".join(problems)
+
+
+def test_record_problems_names_each_field_that_differs():
+    data = {"paper": "hermite", "scale": "tiny", "git_revision": "abc+dirty", "device": "cpu (x86_64, 2 threads)",
+            "config": {**runtime.config_dict(papers.get("hermite").config("tiny")), "n_seeds": 99}}
+    problems = record_problems(data)
+    assert len(problems) == 3
+    assert "git_revision 'abc+dirty'" in problems[0]
+    assert problems[1].startswith("config.n_seeds: recorded 99") and "'tiny'" in problems[1]
+    assert "2 threads" in problems[2]
+    clean = {**data, "git_revision": "abc", "device": "cpu (x86_64, 1 threads)",
+             "config": runtime.config_dict(papers.get("hermite").config("tiny"))}
+    assert record_problems(clean) == []
 
 
 def test_every_registered_paper_has_a_quick_record():
@@ -57,3 +97,12 @@ def test_compare_claims_reports_verdicts_and_value_gaps():
     assert rows[rest[0].id] == {"id": rest[0].id, "holds": None, "record_holds": rest[0].holds, "agree": None,
                                 "abs_diff": None, "rel_diff": None}
     assert list(rows)[-1] == rest[0].id  # the record's extra claims come last
+
+
+def test_summary_counts_a_claim_that_did_not_run_as_not_holding(tmp_path):
+    data = json.loads((Path(RESULTS_DIR) / "hermite-quick.json").read_text())
+    data["claims"][0].update(reproduced=NOT_RUN, holds=None)
+    (tmp_path / "hermite-quick.json").write_text(json.dumps(data))
+    held = sum(c["holds"] is True for c in data["claims"])
+    expected = f"{held} of {len(data['claims']) - 1} hold (1 not run)"
+    assert summary_table(tmp_path).loc["hermite", "quick scale"] == expected

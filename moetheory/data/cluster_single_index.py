@@ -15,7 +15,9 @@ import torch
 
 from moetheory.checks import check_choice, check_float, check_int
 
-__all__ = ["ClusterSingleIndex", "make_cluster_problem", "hermite_series", "sample_clusters", "MEAN_LAYOUTS"]
+__all__ = [
+    "ClusterSingleIndex", "check_geometry", "make_cluster_problem", "hermite_series", "sample_clusters", "MEAN_LAYOUTS",
+]
 
 MEAN_LAYOUTS = ("antipodal", "orthogonal")  # v_2 = -v_1 (C = 2 only) / v_c orthonormal
 
@@ -109,6 +111,20 @@ class ClusterSingleIndex:
         return min(_exponent(c) for c in (*self.local_coeffs, self.global_coeffs))
 
 
+def check_geometry(d: int, n_clusters: int, layout: str) -> int:
+    """Validate that ``n_clusters`` clusters with ``layout`` means fit in R^d (without drawing anything); returns
+    the number of orthonormal directions they need (the means, one w_c per cluster, and w_g)."""
+    d = check_int("d", d, 1)
+    n_clusters = check_int("n_clusters", n_clusters, 2, d)
+    check_choice("layout", layout, MEAN_LAYOUTS)
+    if layout == "antipodal" and n_clusters != 2:
+        raise ValueError(f"layout='antipodal' needs n_clusters = 2; got {n_clusters}")
+    need = (1 if layout == "antipodal" else n_clusters) + n_clusters + 1
+    if need > d:
+        raise ValueError(f"d must be >= {need} for {n_clusters} clusters with layout={layout!r}; got d = {d}")
+    return need
+
+
 def make_cluster_problem(
     d: int,
     n_clusters: int = 2,
@@ -127,15 +143,8 @@ def make_cluster_problem(
     alternating +1, -1 (C even) or (1, ..., 1, -(C - 1)) (C odd). One link ``local_coeffs`` is shared by the
     clusters unless a tuple of C tuples is passed.
     """
-    d = check_int("d", d, 1)
-    n_clusters = check_int("n_clusters", n_clusters, 2, d)
-    check_choice("layout", layout, MEAN_LAYOUTS)
-    if layout == "antipodal" and n_clusters != 2:
-        raise ValueError(f"layout='antipodal' needs n_clusters = 2; got {n_clusters}")
+    need = check_geometry(d, n_clusters, layout)
     n_means = 1 if layout == "antipodal" else n_clusters
-    need = n_means + n_clusters + 1
-    if need > d:
-        raise ValueError(f"d must be >= {need} for {n_clusters} clusters with layout={layout!r}; got d = {d}")
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((d, need)))
     q = q.T  # (need, d) orthonormal rows

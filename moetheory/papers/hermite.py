@@ -28,12 +28,25 @@ import sympy as sp
 import torch
 
 from moetheory import hermite, ledger, runtime
-from moetheory.checks import check_float, check_int
+from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.optim import spherical_sgd_
 from moetheory.papers import Paper
 
+MAX_SAMPLES = 2**53  # the most samples one run may draw: counts stay exact in float64 (and fit torch's int64)
 THEORY_SLOPE = {1: 1.0, 3: 2.0}  # BAGJ: n ~ d^(max(1, k - 1)); k = 2 is d log d (slope fitted on the d grid)
+
+
+def learning_rate(k: int, d: int, eta: float) -> float:
+    """``eta * d^(-max(1, k/2))``: the largest step whose noise does not drown the signal at overlap
+    d^(-1/2)."""
+    return eta * d ** (-max(1.0, k / 2))
+
+
+def sample_cap(k: int, d: int, eta: float, max_factor: float) -> int:
+    """The most samples one run may use: ``max_factor / eta`` times d, d log d or d^(k-1)."""
+    scale = d * math.log(d) if k == 2 else d ** max(1, k - 1)
+    return int(math.ceil(max_factor / eta * scale))
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,8 @@ class Config:
             raise ValueError("exponents must list at least one information exponent")
         for k in self.exponents:
             check_int("exponents", k, 1, 6)
+        if len(set(self.exponents)) < len(self.exponents):
+            raise ValueError(f"exponents must be distinct; got {self.exponents!r}")
         if len(self.eta) != len(self.exponents):
             raise ValueError(f"eta must give one step scale per exponent ({len(self.exponents)}); "
                              f"got {self.eta!r}")
@@ -72,7 +87,11 @@ class Config:
         check_float("max_factor", self.max_factor, 0.0, low_open=True)
         check_float("stop_fraction", self.stop_fraction, 0.5, 1.0, low_open=True)
         check_float("slope_tolerance", self.slope_tolerance, 0.0, low_open=True)
-        check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        cap, k = max((sample_cap(k, self.dims[-1], e, self.max_factor), k) for k, e in zip(self.exponents, self.eta))
+        if cap > MAX_SAMPLES:
+            raise ValueError(f"max_factor / eta * d^(k-1) (one run's sample cap) must be <= {MAX_SAMPLES:.3g}; "
+                             f"got {cap:.3g} at d = {self.dims[-1]}, k = {k}")
 
 
 PRESETS = {
@@ -86,18 +105,6 @@ PRESETS = {
 def config(scale: str) -> Config:
     """The ``tiny`` / ``quick`` / ``paper`` preset."""
     return PRESETS[runtime.check_scale(scale)]
-
-
-def learning_rate(k: int, d: int, eta: float) -> float:
-    """``eta * d^(-max(1, k/2))``: the largest step whose noise does not drown the signal at overlap
-    d^(-1/2)."""
-    return eta * d ** (-max(1.0, k / 2))
-
-
-def sample_cap(k: int, d: int, eta: float, max_factor: float) -> int:
-    """The most samples one run may use: ``max_factor / eta`` times d, d log d or d^(k-1)."""
-    scale = d * math.log(d) if k == 2 else d ** max(1, k - 1)
-    return int(math.ceil(max_factor / eta * scale))
 
 
 def hermite_torch(k: int, x: torch.Tensor) -> torch.Tensor:

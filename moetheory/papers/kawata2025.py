@@ -27,7 +27,7 @@ import sympy as sp
 import torch
 
 from moetheory import ledger, runtime
-from moetheory.checks import check_choice, check_float, check_int
+from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.cluster_exponents import (  # noqa: F401  (re-exported: the chapter and tests use K.<name>)
     ACTIVATIONS,
     effective_exponent,
@@ -35,8 +35,8 @@ from moetheory.cluster_exponents import (  # noqa: F401  (re-exported: the chapt
     mixture_exponent,
     setting_exponent,
 )
-from moetheory.data.cluster_single_index import MEAN_LAYOUTS, make_cluster_problem, sample_clusters
-from moetheory.ledger import NOT_REPORTED, Claim
+from moetheory.data.cluster_single_index import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
+from moetheory.ledger import NOT_REPORTED, NOT_RUN, Claim
 from moetheory.papers import Paper
 from moetheory.single_index_moe import (
     activation,
@@ -79,7 +79,8 @@ class Config:
     n_test: int = 8192  # test samples for the MSE
     n_checkpoints: int = 30  # evaluations over training
     seed: int = 0  # everything (problem directions, initialisation, data)
-    more_clusters: tuple = (4,)  # also run these C (orthogonal means, n_experts per cluster kept), claims "-c<C>"
+    # also run these C (orthogonal means, n_experts per cluster kept), claims "-c<C>"
+    more_clusters: tuple[int, ...] = (4,)
 
     def __post_init__(self):
         check_int("d", self.d, 4)
@@ -90,13 +91,14 @@ class Config:
                      "expert_width", "stage3_steps", "n_fit", "n_test"):
             check_int(name, getattr(self, name), 1)
         check_int("n_checkpoints", self.n_checkpoints, 2)
-        check_int("seed", self.seed, 0)
-        for name in ("rho", "noise_std", "ridge"):
-            check_float(name, getattr(self, name), 0.0)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("rho", "noise_std"):  # larger: the cubic links and the MSE overflow (NaN claims at 1e300)
+            check_float(name, getattr(self, name), 0.0, 1e6)
+        check_float("ridge", self.ridge, 1e-12)  # a positive penalty: an expert that receives no data still solves
         for name in ("lr", "clip", "router_lr"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         check_float("prune_cos", self.prune_cos, 0.0, 1.0)
-        make_cluster_problem(self.d, self.n_clusters, rho=self.rho, layout=self.layout)  # validates the geometry
+        check_geometry(self.d, self.n_clusters, self.layout)
         if not isinstance(self.more_clusters, tuple):
             raise ValueError(f"more_clusters must be a tuple of cluster counts; got {self.more_clusters!r}")
         for i, c in enumerate(self.more_clusters):  # orthogonal means need d >= 2 C + 1
@@ -371,7 +373,7 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
     van_mse, moe_mse = result.vanilla_mse[:, -1].astype(float), result.moe_mse[:, -1].astype(float)
     exponent, k_star = result.global_exponent, result.k_star
     exp_text = (
-        "inf (exact cancellation)" if exponent == sp.oo else ("n/a" if exponent is None else int(exponent))
+        "inf (exact cancellation)" if exponent == sp.oo else (NOT_RUN if exponent is None else int(exponent))
     )
     return [
         Claim(
@@ -379,7 +381,7 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
             prefix + "Seen through the whole mixture, the global direction has a higher information exponent than k*",
             NOT_REPORTED,
             exp_text,
-            exponent is not None and bool(exponent >= k_star + 1),
+            None if exponent is None else bool(exponent >= k_star + 1),  # not derived for a non-polynomial one
             criterion="SymPy (shift identity): lowest total degree in (<u,w_g>, <u,v_c>) of the "
             f"cluster-summed correlation >= k*+1 = {k_star + 1} ({cfg.activation}, {cfg.layout} means)",
             **provenance_of(f"kawata2025/global-exponent-rises{suffix}"),

@@ -15,7 +15,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from moetheory import ledger, runtime, tensor
-from moetheory.checks import check_float, check_int
+from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.data.gated_moe import random_parameters, sample_batch
 from moetheory.gated_em import adam_mle, gating_em, joint_em, random_start
 from moetheory.ledger import Claim
@@ -67,17 +67,17 @@ class Config:
     n_experts: int = 3  # k
     noise_std: float = 0.1  # sigma, known to every estimator
     gating_norm: float = 2.0  # ||w_i|| for i < k (w_k = 0)
-    sample_sizes: tuple = (1_000, 3_000, 10_000, 30_000, 100_000)  # n grid of the main sweep
+    sample_sizes: tuple[int, ...] = (1_000, 3_000, 10_000, 30_000, 100_000)  # n grid of the main sweep
     seeds: int = 5  # independent instances per n (parameters and data redrawn)
     adam_max_n: int = 10_000  # Adam is run for n up to this (full batch; autograd is the slow part)
     adam_steps: int = 600  # Adam steps (lr 0.05); enough to reach the MLE at these sizes
     em_max_iter: int = 200  # EM iterations (joint and gating)
     em_tol: float = 1e-5  # EM stops when ||change|| <= tol (1 + ||params||), per seed
-    panel_sizes: tuple = (10_000, 100_000, 1_000_000)  # n grid of the orthogonality panel (tensor method only)
+    panel_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # n grid of the orthogonality panel (tensor only)
     panel_seeds: int = 3  # instances per n in the panel
     panel_overlap: float = 1.0  # "not orthogonal": gating row i = (orthogonal part, norm gating_norm) + overlap a_i
     failure_seeds: int = 24  # instances (and random starts) per hard regime
-    regimes: tuple = (
+    regimes: tuple[Regime, ...] = (
         Regime("n/d = 30", 10, 3, 300),
         Regime("n/d = 100", 10, 3, 1_000),
         Regime("k = 5", 10, 5, 3_000),
@@ -86,10 +86,10 @@ class Config:
     seed: int = 0  # master seed
 
     def __post_init__(self):
-        check_int("d", self.d, 2)
-        check_int("n_experts", self.n_experts, 2, self.d)
-        check_float("noise_std", self.noise_std, 0.0, low_open=True)
-        check_float("gating_norm", self.gating_norm, 0.0)
+        check_int("d", self.d, 3)
+        check_int("n_experts", self.n_experts, 2, self.d - 1)  # the gating rows need room orthogonal to span(A)
+        check_float("noise_std", self.noise_std, 1e-6, 1e6)  # beyond: the moments and EM over- or underflow
+        check_float("gating_norm", self.gating_norm, 0.0, 1e6)  # beyond: the softmax gate overflows (NaN)
         check_float("panel_overlap", self.panel_overlap, 0.0, low_open=True)
         for name in ("sample_sizes", "panel_sizes"):
             sizes = getattr(self, name)
@@ -101,9 +101,13 @@ class Config:
             check_int(name, getattr(self, name), 1)
         check_int("adam_max_n", self.adam_max_n, 0)
         check_float("em_tol", self.em_tol, 0.0)
-        for reg in self.regimes:
-            check_int("regimes.n_experts", reg.n_experts, 2, reg.d)
-        check_int("seed", self.seed, 0, 2**32 - 1)
+        for i, reg in enumerate(self.regimes):
+            if not isinstance(reg, Regime):
+                raise ValueError(f"regimes[{i}] must be a Regime(name, d, n_experts, n); got {reg!r}")
+            check_int(f"regimes[{i}].d", reg.d, 3)
+            check_int(f"regimes[{i}].n_experts", reg.n_experts, 2, reg.d - 1)
+            check_int(f"regimes[{i}].n", reg.n, 2 * reg.d)
+        check_int("seed", self.seed, 0, MAX_SEED)
 
 
 def config(scale: str) -> Config:

@@ -89,17 +89,20 @@ class Config:
     def __post_init__(self):
         check_int("seeds", self.seeds, 1, 64)
         check_float("lr", self.lr, 0.0, 1.0, low_open=True)
-        for name in ("batch_size", "n_train", "construction_dim", "exp1_width", "exp1_experts", "jump_width",
-                     "spiral_width", "test_points", "exp2_grid"):
+        for name in ("batch_size", "exp1_width", "exp1_experts", "jump_width", "spiral_width", "exp2_grid"):
             check_int(name, getattr(self, name), 1)
+        for name in ("n_train", "test_points"):  # the jump and spiral generators need two points
+            check_int(name, getattr(self, name), 2)
+        check_int("construction_dim", self.construction_dim, 2)  # a circle embeds in R^D for D >= 2
         for name in ("exp1_iterations", "exp2_iterations", "jump_iterations", "spiral_iterations"):
             check_int(name, getattr(self, name), 0)
         check_int("spiral_pieces", self.spiral_pieces, 2)
         check_float("jump", self.jump, 0.0, low_open=True)
         for name in ("construction_experts", "construction_widths", "exp1_dims", "exp2_widths"):
             values = getattr(self, name)
-            if len(values) < 2 or any(check_int(name, v, 1) < 2 for v in values):
-                raise ValueError(f"{name} must hold at least two integers >= 2; got {values!r}")
+            if len(set(values)) < len(values) or len(values) < 2 or any(check_int(name, v, 1) < 2 for v in values):
+                raise ValueError(f"{name} must hold at least two distinct integers >= 2 (a sweep); "
+                                 f"got {values!r}")
 
 
 def config(scale: str) -> Config:
