@@ -216,7 +216,8 @@ def test_help_lists_the_exit_codes_in_plain_text(capsys):
 def test_claim_that_did_not_run_is_not_a_failure(capsys, toy_registry, monkeypatch):
     def with_skipped(result):
         return [*toy_registry.claims(result),
-                Claim("toy/skipped", "an experiment this config leaves out", NOT_REPORTED, NOT_RUN, None)]
+                Claim("toy/skipped", "an experiment this config leaves out", NOT_REPORTED, NOT_RUN, None,
+                      provenance="not read")]
 
     register(monkeypatch, replace(toy_registry, claims=with_skipped))
     code, out, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--json")
