@@ -68,10 +68,11 @@ def same_device(a: str | torch.device, b: str | torch.device) -> bool:
 def compute_dtype(device: str | torch.device | None = "auto") -> torch.dtype:
     """The floating-point type experiments compute in: float64 on the CPU, float32 on CUDA.
 
-    On the CPU, float64 makes the recorded numbers independent of the host's SIMD path: MKL, oneDNN and ATen sum
+    On the CPU, float64 makes most recorded numbers independent of the host's SIMD path: MKL, oneDNN and ATen sum
     in other orders on AVX2 and AVX-512 hosts, and training amplifies a last-bit difference by many orders of
-    magnitude; in float64 it starts near 1e-16, far below any printed digit, while in float32 (1e-7) it reaches
-    the second or third significant digit. On a GPU float32 is several times faster, and bit-for-bit agreement
+    magnitude; from float32's 1e-7 it reaches the printed digits, from float64's 1e-16 it usually does not.
+    Chaotic training (some Adam runs) amplifies even that: see the README, "Reproducible on any machine".
+    On a GPU float32 is several times faster, and bit-for-bit agreement
     with the CPU records is not promised there anyway (atomic adds, other random streams). The environment
     variable ``MOETHEORY_DTYPE`` (``float32``, ``float64`` or ``auto``) overrides the choice.
     """
