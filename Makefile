@@ -17,7 +17,7 @@ NBVAL := MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile -
 JB_FLAGS ?=
 
 .PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results \
-	gpu-check clean
+	gpu-check clean update-mathjax
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
@@ -38,9 +38,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 	@echo "[$$(date +%T)] install done"
 
-mathjax: $(MATHJAX) ## a local MathJax 3 from the npm registry, so math renders offline (not committed)
+mathjax: ## the local MathJax 3 (committed in _mathjax/, so math renders offline with no network and no npm)
+	@test -f $(MATHJAX) || (echo "$(MATHJAX) is missing: git checkout -- _mathjax (or make update-mathjax)" >&2; exit 1)
 
-$(MATHJAX):
+update-mathjax: ## replace the committed MathJax by version MATHJAX_VERSION from the npm registry (needs npm)
 	rm -rf _mathjax && mkdir -p _mathjax/_static/mathjax _mathjax/tmp
 	cd _mathjax/tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
 	cp -r _mathjax/tmp/package/es5/. _mathjax/_static/mathjax/
@@ -51,7 +52,8 @@ lint: install
 	@echo "[$$(date +%T)] lint done"
 
 citation: ## validate CITATION.cff (cffconvert pins an old jsonschema: its own small venv)
-	test -x .venv-cff/bin/cffconvert || ($(PYTHON) -m venv .venv-cff && .venv-cff/bin/pip install --quiet cffconvert)
+	test -x .venv-cff/bin/cffconvert || ($(PYTHON) -m venv .venv-cff && \
+		.venv-cff/bin/pip install --quiet -r requirements-cff.txt)
 	.venv-cff/bin/cffconvert --validate -i CITATION.cff
 
 unit: install ## unit and property tests
@@ -89,4 +91,4 @@ gpu-check: ## CUDA runs of every preset -> benchmarks/gpu-timings.json (GPU_CHEC
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf _build _mathjax .venv-cff
+	rm -rf _build .venv-cff
