@@ -13,6 +13,14 @@ from numbers import Integral, Real
 MAX_SEED = 2**32 - 1
 """The largest seed :func:`moetheory.runtime.seed_everything` accepts (numpy's legacy seeding is 32-bit)."""
 
+SCALES = ("tiny", "quick", "paper")
+"""Every paper's ``config(scale)`` presets: ``tiny`` (seconds: unit tests), ``quick`` (the chapters, CI) and
+``paper`` (the papers' own sizes, seeds and epochs). Here, not in :mod:`moetheory.runtime`, so that the command line
+knows them without importing torch."""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The devices :func:`moetheory.runtime.resolve_device` accepts."""
+
 
 def check_choice(name: str, value, allowed: Iterable):
     """Return ``value`` if it is one of ``allowed``; otherwise raise ``ValueError`` listing them."""

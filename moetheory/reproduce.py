@@ -212,7 +212,7 @@ def summary_table(results_dir: str | Path = RESULTS_DIR):
     import pandas as pd
 
     rows = []
-    for name in papers.registry():
+    for name in sorted(papers.TITLES):  # names only: imports no paper module
         row = {"paper": name}
         for scale in ("quick", "paper"):
             report = load_report(name, scale, results_dir)
@@ -230,7 +230,7 @@ def provenance_counts(results_dir: str | Path = RESULTS_DIR):
     from moetheory.ledger import PROVENANCES
 
     rows = {}
-    for name in papers.registry():
+    for name in sorted(papers.TITLES):  # names only: imports no paper module
         first, _ = _recorded_claims(name, results_dir)
         if first:
             rows[name] = {p: sum(c.provenance == p for c in first.values()) for p in PROVENANCES}

@@ -21,10 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from moetheory.checks import MAX_SEED, check_choice, check_int
+from moetheory.checks import DEVICES, MAX_SEED, SCALES, check_choice, check_int
 
-DEVICES = ("auto", "cpu", "cuda")
-SCALES = ("tiny", "quick", "paper")
 ENV_DEVICE = "MOETHEORY_DEVICE"
 ENV_DTYPE = "MOETHEORY_DTYPE"
 DTYPES = {"auto": None, "float32": torch.float32, "float64": torch.float64}

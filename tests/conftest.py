@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -61,8 +63,27 @@ TOY = papers.Paper(name="toy", title="A toy paper for tests", cite_key="none", c
                    claims=toy_claims, provenance=toy_provenance)
 
 
+def register_paper(monkeypatch, paper: papers.Paper) -> None:
+    """Register ``paper`` for one test, as a module ``moetheory.papers.<name>`` would be: its title in the registry,
+    and a module defining ``PAPER`` where :func:`moetheory.papers.get` imports it from."""
+    module = types.ModuleType(f"moetheory.papers.{paper.name}")
+    module.PAPER = paper
+    monkeypatch.setitem(papers.TITLES, paper.name, paper.title)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
 @pytest.fixture
-def toy_registry(monkeypatch):
-    real = papers.registry
-    monkeypatch.setattr(papers, "registry", lambda: {**real(), "toy": TOY})
+def register(monkeypatch):
+    """``register(paper, ...)`` registers papers for one test (a frozen Paper cannot be patched: register a changed
+    copy under the same name to replace it)."""
+    def add(*extra: papers.Paper) -> None:
+        for paper in extra:
+            register_paper(monkeypatch, paper)
+
+    return add
+
+
+@pytest.fixture
+def toy_registry(register):
+    register(TOY)
     return TOY

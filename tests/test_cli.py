@@ -1,6 +1,10 @@
 import json
 import re
+import subprocess
+import sys
+import types
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +51,8 @@ def test_json_output_has_the_contract_fields(capsys, toy_registry, tmp_path):
         (["reproduce", "toy", "--scale", "huge"], ("--scale", "'huge'", "tiny", "quick", "paper")),
         (["reproduce", "toy", "--device", "tpu"], ("--device", "'tpu'", "auto", "cpu", "cuda")),
         (["reproduce", "toy", "--set", "m=3"], "unknown field 'm' for ToyConfig; allowed: n, threshold, fail"),
+        (["reproduce", "toy", "--set", "treshold=1"], ("toy: --set: unknown field 'treshold'",
+                                                       "allowed: n, threshold, fail (did you mean 'threshold'?)")),
         (["reproduce", "toy", "--set", "n=zero"], "--set n: cannot read 'zero' as int"),
         (["reproduce", "toy", "--set", "n=0"], "n must be an integer >= 1; got 0"),
         (["reproduce", "toy", "--set", "n"], "--set expects FIELD=VALUE"),
@@ -77,14 +83,8 @@ def test_cuda_request_without_cuda_is_usage_error(capsys, toy_registry):
 # --- --out: checked before any run, printed before written, replaced atomically -----------------------------------
 
 
-def register(monkeypatch, *extra):
-    """Register papers (a frozen Paper cannot be patched: register a changed copy) for one test."""
-    real = papers.registry
-    monkeypatch.setattr(papers, "registry", lambda: {**real(), **{p.name: p for p in extra}})
-
-
 @pytest.fixture
-def ran(monkeypatch, toy_registry):
+def ran(register, toy_registry):
     """Records every toy run, so that a test can prove nothing ran."""
     calls = []
     real_run = toy_registry.run
@@ -93,7 +93,7 @@ def ran(monkeypatch, toy_registry):
         calls.append(config)
         return real_run(config, device, progress)
 
-    register(monkeypatch, replace(toy_registry, run=counting_run))
+    register(replace(toy_registry, run=counting_run))
     return calls
 
 
@@ -142,7 +142,7 @@ def test_claims_are_printed_before_the_report_is_written(capsys, toy_registry, t
     assert err.count("\n") == 1 and err.startswith("moetheory: error: toy: --out") and "No space left" in err
 
 
-def test_git_revision_is_taken_when_the_run_starts(capsys, toy_registry, tmp_path, monkeypatch):
+def test_git_revision_is_taken_when_the_run_starts(capsys, toy_registry, register, tmp_path, monkeypatch):
     state = {"ran": False}
     real_run = toy_registry.run
 
@@ -150,7 +150,7 @@ def test_git_revision_is_taken_when_the_run_starts(capsys, toy_registry, tmp_pat
         state["ran"] = True  # e.g. someone edits the tree while the run goes on
         return real_run(config, device, progress)
 
-    register(monkeypatch, replace(toy_registry, run=run_then_edit))
+    register(replace(toy_registry, run=run_then_edit))
     monkeypatch.setattr(runtime, "git_revision", lambda *a: "after+dirty" if state["ran"] else "before")
     code, _, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path))
     assert code == 0 and load_report("toy", "tiny", tmp_path).git_revision == "before"
@@ -166,8 +166,8 @@ def crashing(config, device="auto", progress=False):
 
 
 @pytest.fixture
-def broken_registry(monkeypatch, toy_registry):
-    register(monkeypatch, replace(toy_registry, name="broken", run=crashing))
+def broken_registry(register, toy_registry):
+    register(replace(toy_registry, name="broken", run=crashing))
 
 
 def test_failed_run_is_one_line_exit_3_and_the_other_papers_still_report(capsys, broken_registry, tmp_path,
@@ -200,6 +200,35 @@ def test_traceback_on_request(capsys, broken_registry, monkeypatch, how):
     assert err.splitlines()[-1].startswith("moetheory: error: broken: ")
 
 
+def help_text(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*argv, "--help"])
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_names_the_papers_and_where_to_find_the_rest(capsys):
+    out = help_text(capsys)
+    assert "`" not in out and "reproduce --help" in out
+    for name, title in papers.TITLES.items():
+        assert f"  {name:<12} {title}\n" in out
+
+
+def test_reproduce_help_lists_papers_scales_and_the_fields_set_accepts(capsys):
+    out = help_text(capsys, "reproduce")
+    assert "`" not in out
+    for name, title in papers.TITLES.items():
+        assert f"  {name:<12} {title}\n" in out
+    for scale in ("tiny", "quick", "paper"):
+        assert re.search(rf"\n  {scale} +\S", out)
+    fields = out[out.index("--set FIELD=VALUE overrides"):]
+    for name in papers.TITLES:
+        assert f"\n  {name}:\n" in fields
+    for field in ("n_seeds=int", "settings=str,...", "ablation=bool", "eta=float,...", "layout=str",
+                  "regimes=(not settable)"):
+        assert re.search(rf"\s{re.escape(field)}(\s|$)", fields), field
+
+
 def test_help_lists_the_exit_codes_in_plain_text(capsys):
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--help"])
@@ -213,13 +242,13 @@ def test_help_lists_the_exit_codes_in_plain_text(capsys):
 # --- not run is not failed -------------------------------------------------------------------------------------------
 
 
-def test_claim_that_did_not_run_is_not_a_failure(capsys, toy_registry, monkeypatch):
+def test_claim_that_did_not_run_is_not_a_failure(capsys, toy_registry, register):
     def with_skipped(result):
         return [*toy_registry.claims(result),
                 Claim("toy/skipped", "an experiment this config leaves out", NOT_REPORTED, NOT_RUN, None,
                       provenance="not read")]
 
-    register(monkeypatch, replace(toy_registry, claims=with_skipped))
+    register(replace(toy_registry, claims=with_skipped))
     code, out, _ = run(capsys, "reproduce", "toy", "--scale", "tiny", "--json")
     assert code == 0
     skipped = [c for c in json.loads(out)["claims"] if c["id"] == "toy/skipped"]
@@ -262,7 +291,10 @@ def test_kawata_exponent_not_derived_for_relu_is_not_run(capsys):
         ("hermite", "dims=8,16,32", (8, 16, 32)),
         ("hermite", "dims=[8, 16]", (8, 16)),
         ("hermite", "eta=1,0.5,0.25", (1.0, 0.5, 0.25)),
-        ("kawata2025", "more_clusters=3", (3,)),
+        ("kawata2025", "more_clusters=3", (3,)),  # a single value for a tuple field is a 1-tuple
+        ("hermite", "dims=8", (8,)),
+        ("hermite", "eta=0.5", (0.5,)),
+        ("chen2022", "bound_activations=relu", ("relu",)),
     ],
 )
 def test_set_reads_tuples_as_comma_separated_values(name, item, value):
@@ -296,3 +328,76 @@ def test_config_limits_are_usage_errors_naming_the_field(capsys, argv, message):
     code, out, err = run(capsys, "reproduce", *argv, "--scale", "tiny", "--device", "cpu")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("moetheory: error:") and message in err
+
+
+# --- start-up: --help and list import nothing heavy; a broken paper module breaks only itself ---------------------
+
+
+def test_help_and_list_import_neither_torch_nor_pandas():
+    """Structural, not timed (benchmarks/cli_startup.py measures): what makes --help and list slow is importing torch,
+    numpy or pandas, so they must not be imported at all."""
+    script = """
+import contextlib, io, sys
+from moetheory import cli
+cli.build_parser()
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    assert cli.main(["list"]) == 0
+    for argv in (["--help"], ["list", "--help"]):
+        try:
+            cli.main(argv)
+        except SystemExit:
+            pass
+assert "chen2022" in out.getvalue()
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "numpy", "pandas", "sympy", "scipy"})))
+"""
+    root = Path(cli.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+@pytest.fixture
+def broken_wang(monkeypatch):
+    """wang2025's module fails to import (as a missing dependency or a syntax error would make it)."""
+    real = papers.importlib.import_module
+
+    def import_module(name, package=None):
+        if name == "moetheory.papers.wang2025":
+            raise ModuleNotFoundError("No module named 'a_missing_dependency'")
+        return real(name, package)
+
+    monkeypatch.delitem(sys.modules, "moetheory.papers.wang2025", raising=False)
+    monkeypatch.setattr(papers, "importlib", types.SimpleNamespace(import_module=import_module))
+
+
+def test_a_broken_paper_module_breaks_only_itself(capsys, broken_wang, toy_registry):
+    code, out, err = run(capsys, "list")
+    assert code == 0 and err == "" and all(name in out for name in ("wang2025", "chen2022", "toy"))
+    with pytest.raises(papers.PaperImportError, match=r"cannot import paper 'wang2025' \(module "
+                       r"moetheory\.papers\.wang2025\): ModuleNotFoundError: No module named 'a_missing_dependency'"):
+        papers.get("wang2025")
+    assert papers.get("toy") is toy_registry and papers.get("hermite").name == "hermite"
+    with pytest.raises(papers.PaperImportError):
+        papers.registry()  # all of them: wang2025 too
+    code, out, err = run(capsys, "reproduce", "wang2025", "toy", "--scale", "tiny", "--device", "cpu")
+    assert code == 3 and "toy/mean-above" in out  # the other paper still ran
+    assert err.count("\n") == 1 and err.startswith("moetheory: error: wang2025: ")
+    assert "cannot import paper 'wang2025'" in err and "a_missing_dependency" in err
+    out = help_text(capsys, "reproduce")
+    assert "\n  wang2025: (fields unknown: cannot import paper 'wang2025'" in out and "\n  hermite:\n" in out
+
+
+def test_registered_titles_are_the_modules_own_and_every_module_is_registered():
+    import pkgutil
+
+    modules = {info.name for info in pkgutil.iter_modules(papers.__path__)}
+    assert set(papers.TITLES) == modules
+    assert list(papers.TITLES) == sorted(papers.TITLES)
+    for name, title in papers.TITLES.items():
+        paper = papers.get(name)
+        assert (paper.name, paper.title) == (name, title)
+    assert list(papers.registry()) == list(papers.TITLES)
+
+
+def test_unknown_paper_names_the_registered_ones():
+    with pytest.raises(ValueError, match="paper must be one of 'chen2022', 'hermite'"):
+        papers.get("nope")

@@ -1,21 +1,36 @@
 """Generators for each paper's synthetic distribution, one submodule per setting.
 
-Every public name (``__all__``) of every submodule is re-exported here, so ``from moetheory.data import
-sample_gated_moe`` works without a central list to edit. Generators are deterministic for a seed.
+The names below are importable from here (``from moetheory.data import sample_gated_moe``); each comes from the
+submodule that :data:`EXPORTS` names, imported on first use, so that a submodule is imported only when one of its
+names is asked for. Everything else is imported from its submodule (``from moetheory.data import manifolds``).
+Generators are deterministic for a seed.
 """
 
+from __future__ import annotations
+
 import importlib
-import pkgutil
 
-__all__: list[str] = []
+EXPORTS = {
+    "sample_gated_moe": "gated_moe",
+    "CHEN_SETTINGS": "chen_clusters",
+    "ChenClusters": "chen_clusters",
+    "ChenSetting": "chen_clusters",
+    "make_chen_clusters": "chen_clusters",
+    "ClusterSingleIndex": "cluster_single_index",
+    "hermite_series": "cluster_single_index",
+    "make_cluster_problem": "cluster_single_index",
+    "sample_clusters": "cluster_single_index",
+}
+"""Public name -> the submodule of this package that defines it."""
+
+__all__ = sorted(EXPORTS)
 
 
-def _export_submodules() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for name in getattr(module, "__all__", ()):
-            globals()[name] = getattr(module, name)
-            __all__.append(name)
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)
 
 
-_export_submodules()
+def __dir__() -> list[str]:
+    return sorted({*globals(), *EXPORTS})

@@ -1,7 +1,11 @@
 """Paper modules and their registry.
 
-Each module in this package that defines ``PAPER = Paper(...)`` registers itself: the CLI's ``list`` and
-``reproduce`` find it without any central list to edit. A paper module provides
+:data:`TITLES` is the registry: every paper module of this package by name, with the one-line title that
+``moetheory list`` shows. It is a plain list, so that listing the papers imports none of them (no torch), and
+:func:`get` imports only the module asked for: a module that fails to import breaks itself, never the list nor the
+other papers. A new paper module is added to :data:`TITLES` by hand (a test checks each title against the module's
+``PAPER.title``). A paper module ``moetheory.papers.<name>`` defines ``PAPER = Paper(name="<name>", ...)`` and
+provides
 
 - ``Config``: a ``@dataclass`` with a comment on every default, validating itself in ``__post_init__``;
 - ``config(scale)``: the ``tiny`` / ``quick`` / ``paper`` presets;
@@ -16,12 +20,21 @@ Each module in this package that defines ``PAPER = Paper(...)`` registers itself
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from moetheory.checks import check_choice
+
+TITLES: dict[str, str] = {
+    "chen2022": "Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",
+    "hermite": "Hermite analysis: information exponents and online-SGD sample complexity",
+    "kawata2025": "Kawata et al. 2025: MoE detect and learn latent cluster structure",
+    "makkuva2019": "Makkuva et al. 2019: consistent tensor + EM estimation of a gated MoE",
+    "wang2025": "Wang & E (2025): expressive power of MoE on manifolds and with depth",
+}
+"""The registered papers, by name (the module ``moetheory.papers.<name>`` and the claim-id prefix), in alphabetical
+order, with the title each module's ``PAPER`` carries."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +51,32 @@ class Paper:
     provenance: Callable[[str, dict], dict] | None = None
 
 
-def registry() -> dict[str, Paper]:
-    """All registered papers, by name, in alphabetical order."""
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        paper = getattr(module, "PAPER", None)
-        if isinstance(paper, Paper):
-            found[paper.name] = paper
-    return dict(sorted(found.items()))
+class PaperImportError(ImportError):
+    """A registered paper whose module cannot be imported or defines no matching ``PAPER``; the original exception
+    is the ``__cause__``."""
 
 
 def get(name: str) -> Paper:
-    """The registered paper called ``name``; ``ValueError`` listing the registered names otherwise."""
-    papers = registry()
-    check_choice("paper", name, papers)
-    return papers[name]
+    """The registered paper called ``name``, importing its module (and only it).
+
+    ``ValueError`` listing the registered names for an unknown name; :class:`PaperImportError` naming the paper and
+    the cause when its module cannot be imported.
+    """
+    check_choice("paper", name, TITLES)
+    module_name = f"{__name__}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a syntax error, a missing dependency, a failing check at import time, ...
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise PaperImportError(f"cannot import paper {name!r} (module {module_name}): {cause}") from err
+    paper = getattr(module, "PAPER", None)
+    if not isinstance(paper, Paper) or paper.name != name:
+        raise PaperImportError(f"cannot import paper {name!r}: module {module_name} defines no "
+                               f"PAPER = Paper(name={name!r}, ...)")
+    return paper
+
+
+def registry() -> dict[str, Paper]:
+    """Every registered paper, by name, in alphabetical order: imports every paper module (to list the papers
+    without importing them, read :data:`TITLES`)."""
+    return {name: get(name) for name in sorted(TITLES)}
