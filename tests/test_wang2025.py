@@ -134,8 +134,10 @@ def test_training_reduces_error():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="seeds"):
-        wang2025.Config(seeds=0)
+    with pytest.raises(ValueError, match="n_seeds"):
+        wang2025.Config(n_seeds=0)
+    with pytest.raises(ValueError, match="seed"):
+        wang2025.Config(seed=wang2025.MAX_RUN_SEED + 1)  # step seeds seed * 5 + i must stay valid seeds
     with pytest.raises(ValueError, match="exp2_widths"):
         wang2025.Config(exp2_widths=(16,))
     with pytest.raises(ValueError, match="scale"):

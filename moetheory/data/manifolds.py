@@ -137,11 +137,12 @@ def spiral_points(t: torch.Tensor, turns: float = 1.5) -> torch.Tensor:
     return torch.stack([t * torch.cos(angle), t * torch.sin(angle)], -1)
 
 
-def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 0, grid: bool = False):
+def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 0, target_seed: int = 7,
+                  grid: bool = False):
     """``(x (n, 2), y (n,), t (n,))`` on a spiral cut into ``n_pieces`` equal t-intervals with independent pieces.
 
     The pieces are arcs that wind around the origin, so no linear gate (convex cells) can route them; the target
-    jumps between pieces (``cube_target`` on the 1-D cube [0, n_pieces)).
+    jumps between pieces (``cube_target`` on the 1-D cube [0, n_pieces), coefficients drawn with ``target_seed``).
     """
     check_int("n", n, 2)
     check_int("n_pieces", n_pieces, 1)
@@ -151,5 +152,5 @@ def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 
     else:
         t = 0.2 + 0.8 * torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
     s = (t - 0.2) / 0.8 * n_pieces  # position in [0, n_pieces)
-    y = cube_target(s[:, None], piece_coefficients(n_pieces, 1, seed=7))
+    y = cube_target(s[:, None], piece_coefficients(n_pieces, 1, seed=target_seed))
     return spiral_points(t, turns), y, t

@@ -120,18 +120,20 @@ def cluster_config(cfg: Config, n_clusters: int) -> Config:
                                   more_clusters=())
 
 
-def config(scale: str) -> Config:
-    """``tiny`` (unit tests), ``quick`` (the notebook, d = 32), ``paper`` (d = 128, more seeds); each also runs
-    C = 4 clusters with orthogonal means (``more_clusters``)."""
-    runtime.check_scale(scale)
-    if scale == "tiny":
-        return Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
-                      expert_width=4, n_fit=512, n_test=512, n_checkpoints=3)
-    if scale == "quick":
-        return Config()
+PRESETS = {  # each also runs C = 4 clusters with orthogonal means (``more_clusters``)
+    # seconds: unit tests
+    "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
+                   expert_width=4, n_fit=512, n_test=512, n_checkpoints=3),
+    "quick": Config(),  # the notebook, d = 32
     # d = 128 with every stage (d / 32)^2 = 16 times longer (online SGD needs ~d^(k*-1) samples for k* = 3)
-    return Config(d=128, n_seeds=8, stage1_steps=48000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
-                  n_test=32768)
+    "paper": Config(d=128, n_seeds=8, stage1_steps=48000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
+                    n_test=32768),
+}
+
+
+def config(scale: str) -> Config:
+    """The ``tiny`` / ``quick`` / ``paper`` preset (:data:`PRESETS`)."""
+    return PRESETS[runtime.check_scale(scale)]
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -153,8 +155,8 @@ class Result:
     chance_level: float  # E max_j |<u_j, w_g>| over vanilla_width random unit neurons
     global_exponent: object  # effective exponent of w_g for a vanilla neuron (sympy Integer or oo)
     k_star: int
-    elapsed_s: float
-    device: str
+    elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
+    device: str  # where it ran (not in metrics(): the report records it)
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
 
     def metrics(self) -> dict:
@@ -182,18 +184,17 @@ class Result:
             "chance_level": round(self.chance_level, 4),
             "global_exponent": str(self.global_exponent),
             "k_star": self.k_star,
-            "elapsed_s": round(self.elapsed_s, 2),
-            "device": self.device,
             **{f"c{c}": r.metrics() for c, r in self.extra.items()},
         }
 
 
-def run(cfg: Config, device="auto", progress: bool = False) -> Result:
+def run(config: Config, device="auto", progress: bool = False) -> Result:
     """Train the vanilla network and the stagewise MoE on the same online stream (seeds batched), in the setting
-    of ``cfg`` and then in ``cluster_config(cfg, C)`` for each C of ``cfg.more_clusters`` (``Result.extra``)."""
+    of ``config`` and then in ``cluster_config(config, C)`` for each C of ``config.more_clusters``
+    (``Result.extra``)."""
     dev = runtime.resolve_device(device)
-    result = _run_setting(cfg, dev, progress)
-    result.extra = {c: _run_setting(cluster_config(cfg, c), dev, progress) for c in cfg.more_clusters}
+    result = _run_setting(config, dev, progress)
+    result.extra = {c: _run_setting(cluster_config(config, c), dev, progress) for c in config.more_clusters}
     return result
 
 
