@@ -208,21 +208,16 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     Reads the recorded reports ``results/<name>-quick.json`` and ``results/<name>-paper.json``; a scale that has
     not been recorded shows "not run".
     """
-    import pandas as pd
-
-    from moetheory.ledger import fmt
+    from moetheory.ledger import NOT_RUN, side_by_side
 
     first, reports = _recorded_claims(name, results_dir)
-    rows = {i: {"statement": c.statement, "paper": fmt(c.paper_value), "provenance": c.provenance,
-                "source": c.source, "criterion": c.criterion} for i, c in first.items()}
-    for scale, report in reports.items():
-        for claim in report.claims if report else ():
-            rows[claim.id][f"ours ({scale})"] = fmt(claim.reproduced)
-            rows[claim.id][f"holds ({scale})"] = claim.holds
+    table = side_by_side({scale: report.claims if report else None for scale, report in reports.items()},
+                         verdicts=False, absent=NOT_RUN)
+    for key in ("statement", "provenance", "source", "criterion"):
+        table[key] = [getattr(first[i], key) for i in table.index]
     columns = ["statement", "paper", "provenance", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
                "criterion", "source"]
-    table = pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="claim"), columns=columns)
-    return table.astype(object).fillna("not run")  # object first: a scale never recorded is an all-NaN column
+    return table[columns].astype(object)
 
 
 def _held(report: Report) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from moetheory import ledger, patch_moe, runtime
+from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.data.chen_clusters import CHEN_SETTINGS, make_chen_clusters
 from moetheory.ledger import NOT_RUN, Claim
@@ -138,7 +139,7 @@ class Config:
         if not self.bound_activations:  # the bound claim is the best over them
             raise ValueError("bound_activations must name at least one activation; got ()")
         for act in self.bound_activations:
-            check_choice("bound_activations", act, tuple(patch_moe.ACTIVATE) + ("linear",))
+            check_choice("bound_activations", act, ACTIVATIONS)
 
 
 PRESETS = {

@@ -27,23 +27,17 @@ import sympy as sp
 import torch
 
 from moetheory import ledger, runtime
+from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
-from moetheory.cluster_exponents import (  # noqa: F401  (re-exported: the chapter and tests use K.<name>)
-    ACTIVATIONS,
-    effective_exponent,
-    global_correlation,
-    mixture_exponent,
-    setting_exponent,
-)
+from moetheory.cluster_exponents import effective_exponent, global_correlation, mixture_exponent, setting_exponent
 from moetheory.data.cluster_single_index import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.ledger import NOT_REPORTED, NOT_RUN, Claim
+from moetheory.metrics import overlaps
 from moetheory.papers import Paper
 from moetheory.single_index_moe import (
-    activation,
     alignment,
     chance_level,
     features,
-    overlaps,
     prune,
     random_unit,
     ridge_mse,
@@ -51,6 +45,12 @@ from moetheory.single_index_moe import (
     router_step,
     sgd_step,
 )
+
+__all__ = [  # the chapter reads K.<name>, the exponents of moetheory.cluster_exponents included
+    "Config", "PRESETS", "config", "cluster_config", "Result", "run", "samples_to_recover", "STRONG", "CHANCE_FACTOR",
+    "ROUTER_MIN", "PROVENANCE", "provenance_of", "claims", "PAPER",
+    "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent",
+]
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -86,7 +86,7 @@ class Config:
         check_int("d", self.d, 4)
         check_int("n_clusters", self.n_clusters, 2, self.d)
         check_choice("layout", self.layout, MEAN_LAYOUTS)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("activation", self.activation, HERMITE_ACTIVATIONS)
         for name in ("n_seeds", "batch", "vanilla_width", "n_experts", "stage1_steps", "stage2_steps",
                      "expert_width", "stage3_steps", "n_fit", "n_test"):
             check_int(name, getattr(self, name), 1)
@@ -210,7 +210,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
     dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), **real)
     means = torch.tensor(problem.means, **real)
     act, s, m, k, lr = (
-        activation(cfg.activation),
+        hermite_activation(cfg.activation),
         cfg.n_seeds,
         cfg.n_experts,
         cfg.expert_width,
@@ -299,7 +299,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         accumulate=True,
     )
     stack = lambda key: torch.stack(log[key], 1).cpu().numpy()  # noqa: E731
-    exponent = setting_exponent(cfg)[0] if ACTIVATIONS[cfg.activation] is not None else None
+    exponent = setting_exponent(cfg)[0] if HERMITE_ACTIVATIONS[cfg.activation] is not None else None
     return Result(
         config=cfg,
         samples=np.array(checks) * cfg.batch,

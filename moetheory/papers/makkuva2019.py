@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from moetheory import ledger, runtime, tensor
 from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.data.gated_moe import random_parameters, sample_batch
 from moetheory.gated_em import adam_mle, gating_em, joint_em, random_start
 from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope, permutation_match, unit
 from moetheory.papers import Paper
 
 SLOPE_BAND = (-0.7, -0.3)  # tensor-consistency: the issue's band around the n^(-1/2) rate
@@ -128,29 +128,23 @@ def config(scale: str) -> Config:
     return PRESETS[runtime.check_scale(scale)]
 
 
-def normalise(a: torch.Tensor) -> torch.Tensor:
-    return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-
-
 def errors(a_hat, w_hat, a_true, w_true) -> tuple[np.ndarray, np.ndarray]:
     """Per seed: regressor error min_pi ||A_hat[pi] - A|| (unit rows) and the gating error under the same
     permutation, after re-centring the estimate on the row matched to the reference expert."""
-    a_hat, a_true = normalise(a_hat).cpu().numpy(), a_true.cpu().numpy()
+    a_hat, a_true = unit(a_hat).cpu().numpy(), a_true.cpu().numpy()
     err_a, err_w = [], []
     for s in range(a_true.shape[0]):  # post-processing (assignment problems), not a hot path
-        cost = ((a_hat[s][:, None] - a_true[s][None]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
-        err_a.append(float(np.sqrt(cost[rows, cols].sum())))
+        err, perm = permutation_match(a_hat[s], a_true[s])  # perm[i]: estimated row matched to true expert i
+        err_a.append(err)
         if w_hat is not None:
-            perm = rows[np.argsort(cols)]  # perm[i]: estimated row matched to true expert i
             w = w_hat[s].cpu().numpy()[perm]
             err_w.append(float(np.linalg.norm(w - w[-1] - w_true[s].cpu().numpy())))
     return np.array(err_a), np.array(err_w) if w_hat is not None else None
 
 
 def slope(ns, errs) -> float:
-    """Least-squares slope of log(median error) against log n."""
-    return float(np.polyfit(np.log(np.asarray(ns, float)), np.log(np.median(errs, axis=-1)), 1)[0])
+    """Least-squares slope of log(median error over seeds, the last axis) against log n."""
+    return loglog_slope(ns, np.median(errs, axis=-1))
 
 
 @dataclass

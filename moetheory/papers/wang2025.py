@@ -32,6 +32,7 @@ from moetheory.deep_moe import (
     train_regression,
 )
 from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope
 from moetheory.papers import Paper
 
 # Experiment I and II "test errors" of the paper's Tables 3 and 4 (Appendix C, not available) as given in
@@ -274,11 +275,6 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
         else:
             result.spiral = run_spiral(config, dev, gen)
     return result
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
 def construction_slopes(result: Result) -> dict:
