@@ -12,15 +12,9 @@ import math
 
 import torch
 
-from moetheory.data.gated_moe import link
+from moetheory.activations import link, link_derivative
 
 CHUNK = 8192  # rows per block when accumulating (k d) x (k d) curvature matrices
-
-
-def link_derivative(nonlinearity: str):
-    """g' for the links of :func:`moetheory.data.gated_moe.link`."""
-    return {"linear": torch.ones_like, "sigmoid": lambda t: torch.sigmoid(t) * (1 - torch.sigmoid(t)),
-            "relu": lambda t: (t > 0).to(t.dtype)}[nonlinearity]
 
 
 def log_joint(x, y, a, w, nonlinearity: str, noise_std: float) -> torch.Tensor:

@@ -64,9 +64,8 @@ def test_parameter_counts_match_models():
 
     model = StackedMoE(3, 4, [7], n_layers=2)
     assert count_parameters(model) == bounds.moe_parameters(5, 4, 7, n_layers=2)["total"]
-    gated = StackedMoE(3, 4, [7], gate="mlp", gate_hidden=5)
-    router_unused = 4 * 5  # the linear router of the wrapped MoELayer is kept but not used by an MLP gate
-    assert count_parameters(gated) - router_unused == bounds.moe_parameters(5, 4, 7, gate_hidden=5)["total"]
+    gated = StackedMoE(3, 4, [7], gate="mlp", gate_hidden=5)  # the MLP gate replaces the linear one
+    assert count_parameters(gated) == bounds.moe_parameters(5, 4, 7, gate_hidden=5)["total"]
     assert count_parameters(DenseNet(3, [9])) == bounds.mlp_parameters([3, 9, 1])
     counts = bounds.moe_parameters(5, 4, 7)
     assert counts["total"] - counts["active"] == 3 * bounds.mlp_parameters([5, 7, 1])
