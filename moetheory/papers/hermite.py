@@ -14,7 +14,8 @@ With it the escape takes ``int dm / (lr k m^(k-1)) ~ d^(k-1)`` steps for ``k >= 
 
 Performance: every (dimension, seed) pair is one row of a single ``(rows, d_max)`` tensor, smaller dimensions
 zero-padded (the gradient stays in their subspace), so all of them advance in one batched step; rows that
-cross the threshold (or their sample cap) are dropped between chunks. By rotation invariance ``w* = e_1``.
+cross the threshold (or their sample cap) are dropped between chunks, and a crossing later than its row's cap
+within a chunk is not counted. By rotation invariance ``w* = e_1``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def samples_to_recovery(k: int, dims, n_seeds: int, eta: float, threshold: float
             overlaps[s] = w_a[:, 0]
         if k % 2 == 0:
             overlaps = overlaps.abs()  # even links cannot tell w* from -w*
-        crossed = overlaps >= threshold
+        sample = torch.arange(done + 1, done + steps + 1, device=device)  # (steps,) sample number of each step
+        # a chunk may run past a row's cap (chunks are up to 512 steps): a crossing after the cap is not a recovery
+        crossed = (overlaps >= threshold) & (sample[:, None] <= cap[active])
         # (rows,) first sample index at which the overlap crossed
         first = crossed.float().argmax(0) + done + 1
         reached = crossed.any(0)
