@@ -182,7 +182,7 @@ def test_makkuva2019_claims_hold_and_fail():
 # ------------------------------------------------------------------------------------------------ wang2025
 def _wang(cfg, exp1_mse=(1e-4, 2e-4, 2.5e-4), deep_rate=-2.0, shallow_rate=-0.2, dense_linf=(0.6, 0.7),
           moe_linf=(0.1, 0.2)):
-    seeds, widths = cfg.seeds, np.array(cfg.exp2_widths, float)
+    seeds, widths = cfg.n_seeds, np.array(cfg.exp2_widths, float)
     per_seed = lambda v: np.repeat(np.asarray(v, float)[:, None], seeds, 1)  # noqa: E731
     exp2 = {"sum": {"deep": {"mse": per_seed(widths**deep_rate)}, "shallow": {"mse": per_seed(widths**shallow_rate)}}}
     return wang2025.Result(cfg, np.zeros((2, 2)), exp1={"moe": {"mse": per_seed(exp1_mse)}}, exp2=exp2,

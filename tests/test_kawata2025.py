@@ -13,6 +13,7 @@ from numpy.polynomial import hermite_e
 
 from moetheory import hermite, runtime
 from moetheory import single_index_moe as SIM
+from moetheory.activations import hermite_activation
 from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
 from moetheory.papers import kawata2025 as K
 from moetheory.single_index_moe import chance_level, prune
@@ -192,7 +193,7 @@ def test_more_clusters_validation_names_field_and_range():
 
 # ------------------------------------------------------------------------------------ pieces (single_index_moe)
 F64 = torch.float64
-SIGMA = {  # the student activations written out, an independent route to single_index_moe.activation
+SIGMA = {  # the student activations written out, an independent route to activations.hermite_activation
     "h3": lambda z: (z**3 - 3 * z) / math.sqrt(6),
     "h3+h4": lambda z: ((z**3 - 3 * z) / math.sqrt(6) + (z**4 - 6 * z**2 + 3) / math.sqrt(24)) / math.sqrt(2),
     "relu": torch.relu,
@@ -202,7 +203,7 @@ SIGMA = {  # the student activations written out, an independent route to single
 @pytest.mark.parametrize("name", list(SIGMA))
 def test_activation_value_and_derivative_match_autograd(name):
     z = torch.linspace(-3, 3, 40, dtype=F64).requires_grad_(True)  # 0 is not a grid point (ReLU's kink)
-    value, slope = SIM.activation(name)(z.detach())
+    value, slope = hermite_activation(name)(z.detach())
     want = SIGMA[name](z)
     (want_slope,) = torch.autograd.grad(want.sum(), z)
     torch.testing.assert_close(value, want.detach(), rtol=0, atol=1e-12)
@@ -233,7 +234,7 @@ def test_sgd_step_is_a_riemannian_autograd_step(clip, weighted):
     want = u - lr * tangent * torch.clamp(clip / norm, max=1.0)
     want = want / want.norm(dim=-1, keepdim=True)
     got = u.clone()
-    SIM.sgd_step(got, x, y, SIM.activation("h3"), lr, clip, weight)
+    SIM.sgd_step(got, x, y, hermite_activation("h3"), lr, clip, weight)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     if clip < 1:  # every neuron's gradient is clipped here: each moved by exactly lr * clip before renormalising
         assert bool((norm > clip).all())
@@ -254,11 +255,11 @@ def test_router_step_ascends_the_mixture_output_by_autograd():
     objective = (y.unsqueeze(-1) * torch.softmax(torch.einsum("sbd,smd->sbm", x, w), -1) * sig).sum() / b
     (grad,) = torch.autograd.grad(objective, w)
     free = router.clone()
-    SIM.router_step(free, u1, x, y, SIM.activation("h3"), lr, clip=1e6)
+    SIM.router_step(free, u1, x, y, hermite_activation("h3"), lr, clip=1e6)
     torch.testing.assert_close(free, router + lr * grad, rtol=0, atol=1e-12)
     clip = 0.2 * float(grad.norm(dim=-1).min())
     clipped = router.clone()
-    SIM.router_step(clipped, u1, x, y, SIM.activation("h3"), lr, clip=clip)
+    SIM.router_step(clipped, u1, x, y, hermite_activation("h3"), lr, clip=clip)
     move = clipped - router
     torch.testing.assert_close(move.norm(dim=-1), torch.full((s, m), lr * clip, dtype=F64), rtol=1e-12, atol=0)
     torch.testing.assert_close(move / move.norm(dim=-1, keepdim=True), grad / grad.norm(dim=-1, keepdim=True))
