@@ -33,10 +33,9 @@ def check_choice(name: str, value, allowed: Iterable):
 
 def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as an int if it is an integer in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an integer{_range_text(low, high)}; got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be an integer{_range_text(low, high)}; got {value!r}")
+    integer = isinstance(value, Integral) and not isinstance(value, bool)
+    if not integer or (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer{_interval_text(low, high, False, False)}; got {value!r}")
     return int(value)
 
 
@@ -58,16 +57,6 @@ def check_float(
     if too_low or too_high:
         raise ValueError(f"{name} must be a finite number{text}; got {value!r}")
     return float(value)
-
-
-def _range_text(low, high) -> str:
-    if low is not None and high is not None:
-        return f" in [{low}, {high}]"
-    if low is not None:
-        return f" >= {low}"
-    if high is not None:
-        return f" <= {high}"
-    return ""
 
 
 def _interval_text(low, high, low_open, high_open) -> str:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import sympy as sp
 
 from moetheory import hermite
+from moetheory.activations import HERMITE_ACTIVATIONS
 from moetheory.checks import check_choice
 from moetheory.data.cluster_single_index import make_cluster_problem
 
-__all__ = ["ACTIVATIONS", "global_correlation", "effective_exponent", "mixture_exponent", "setting_exponent"]
-
-ACTIVATIONS = {"h3": (0, 0, 0, 1), "h3+h4": (0, 0, 0, 2**-0.5, 2**-0.5), "relu": None}
-"""Student activations by name: Hermite coefficients in ``h_k = He_k / sqrt(k!)`` (``None``: not a polynomial)."""
+__all__ = ["global_correlation", "effective_exponent", "mixture_exponent", "setting_exponent"]
 
 
 def global_correlation(sigma, z, global_coeffs, s, overlaps, rho, m):
@@ -49,11 +47,13 @@ def effective_exponent(poly, symbols):
 
 def mixture_exponent(activation: str, n_clusters: int, layout: str, rho: float, d: int) -> tuple:
     """(effective exponent of w_g for a vanilla neuron, per-cluster k*) for the student ``activation`` (a name in
-    :data:`ACTIVATIONS`, polynomial) on :func:`~moetheory.data.make_cluster_problem`'s default links and signs."""
-    coeffs = ACTIVATIONS[check_choice("activation", activation, ACTIVATIONS)]
+    :data:`~moetheory.activations.HERMITE_ACTIVATIONS`, polynomial) on
+    :func:`~moetheory.data.make_cluster_problem`'s default links and signs."""
+    coeffs = HERMITE_ACTIVATIONS[check_choice("activation", activation, HERMITE_ACTIVATIONS)]
     if coeffs is None:
-        raise ValueError(f"activation must be a polynomial one ({', '.join(k for k, c in ACTIVATIONS.items() if c)})"
-                         f" to compute an exponent; got {activation!r}")
+        polynomial = ", ".join(k for k, c in HERMITE_ACTIVATIONS.items() if c)
+        raise ValueError(f"activation must be a polynomial one ({polynomial}) to compute an exponent; "
+                         f"got {activation!r}")
     z, m = sp.symbols("z m", real=True)
     sigma = sum(sp.nsimplify(c) * hermite.h(k, z) for k, c in enumerate(coeffs))
     problem = make_cluster_problem(d, n_clusters, rho=rho, layout=layout)

@@ -29,8 +29,8 @@ from torch import nn
 
 from moetheory.checks import check_choice, check_int
 from moetheory.experts import BatchedMLP
-from moetheory.moe import DenseMLP, MoELayer
-from moetheory.routing import Routing, combine, dispatch, plan_dispatch
+from moetheory.moe import DenseMLP
+from moetheory.routing import Router, Routing, combine, dispatch, plan_dispatch
 
 GATES = ("linear", "mlp")
 WEIGHTS = ("softmax", "hard", "straight")
@@ -63,7 +63,8 @@ def mask_widths_(mlp: BatchedMLP, widths: Sequence[int]) -> None:
 class RoutedLayer(nn.Module):
     """One top-1 (or top-k) MoE layer on the state: ``(S, n, p) -> (S, n, c)`` (the increment of u).
 
-    Reuses :class:`moetheory.moe.MoELayer`'s router and batched experts; adds an MLP gate and the hard weight.
+    The linear gate is :class:`moetheory.routing.Router` and the experts :class:`moetheory.experts.BatchedMLP`, as in
+    :class:`moetheory.moe.MoELayer`; adds an MLP gate (which replaces the linear one) and the hard weight.
     """
 
     def __init__(self, state: int, d_out: int, n_experts: int, hidden: Sequence[int], *, n_slots: int = 1,
@@ -72,18 +73,22 @@ class RoutedLayer(nn.Module):
         super().__init__()
         self.gate = check_choice("gate", gate, GATES)
         self.weight = check_choice("weight", weight, WEIGHTS)
-        self.moe = MoELayer(state, d_out, n_experts, hidden, k=k, n_seeds=n_slots, combine="softmax",
-                            router_init_std=router_init_std)
+        self.n_experts, self.k = check_int("n_experts", n_experts, 1), check_int("k", k, 1, n_experts)
+        if gate == "linear":
+            self.router = Router(state, n_experts, k, n_seeds=n_slots, combine="softmax", init_std=router_init_std)
+        else:  # draw what a linear gate's initialisation draws: the experts start the same whichever the gate
+            torch.randn(n_slots, n_experts, state)
+        self.experts = BatchedMLP(n_slots, n_experts, state, hidden, d_out)
         if gate == "mlp":
             self.gate_mlp = BatchedMLP(n_slots, 1, state, (gate_hidden,), n_experts)
         self.last_routing: Routing | None = None
 
     def routing(self, h: torch.Tensor) -> Routing:
         if self.gate == "linear":
-            r = self.moe.router(h)
+            r = self.router(h)
         else:
             logits = self.gate_mlp(h.unsqueeze(1)).squeeze(1)  # (S, n, E)
-            value, index = torch.topk(logits, self.moe.router.k, dim=-1)
+            value, index = torch.topk(logits, self.k, dim=-1)
             w = torch.softmax(logits, -1).gather(-1, index)
             r = Routing(index=index, weight=w / w.sum(-1, keepdim=True) if index.shape[-1] > 1 else w,
                         logits=logits)
@@ -95,9 +100,9 @@ class RoutedLayer(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         r = self.routing(h)
-        plan = plan_dispatch(r.index, self.moe.router.n_experts)
+        plan = plan_dispatch(r.index, self.n_experts)
         self.last_routing = r
-        return combine(self.moe.experts(dispatch(h, plan)), plan, r.weight)
+        return combine(self.experts(dispatch(h, plan)), plan, r.weight)
 
 
 class StackedMoE(nn.Module):
@@ -124,7 +129,7 @@ class StackedMoE(nn.Module):
             for _ in range(n_layers)
         )
         for layer in self.layers:
-            mask_widths_(layer.moe.experts, widths)
+            mask_widths_(layer.experts, widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h0 = torch.cat([x, torch.ones_like(x[..., :1]), torch.zeros_like(x[..., :1])], -1)  # (S, n, p)
@@ -221,8 +226,8 @@ def construct_circle_moe(n_experts: int, width: int, embedding: torch.Tensor, ta
     t_vec = torch.stack([-centre.sin(), centre.cos()], -1) @ emb  # (E, D)
     zeros = torch.zeros(n_experts, 2, dtype=torch.float64)
     with torch.no_grad():
-        layer.moe.router.weight.copy_(torch.cat([c_vec, zeros], 1)[None])
-        hidden, output = layer.moe.experts.layers
+        layer.router.weight.copy_(torch.cat([c_vec, zeros], 1)[None])
+        hidden, output = layer.experts.layers
         w_in = torch.cat([t_vec, zeros], 1)  # (E, D + 2)
         hidden.weight.copy_(w_in[:, :, None].expand(-1, -1, width)[None])
         hidden.bias.copy_((-knots[:-1])[None, None, None, :].expand(1, n_experts, 1, width))

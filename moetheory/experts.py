@@ -12,21 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from moetheory.checks import check_choice, check_int
-
-ACTIVATIONS = {
-    "linear": lambda t: t,
-    "relu": torch.relu,
-    "gelu": nn.functional.gelu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "cubic": lambda t: t**3,
-}
-
-
-def get_activation(name: str):
-    """The elementwise activation called ``name`` (one of :data:`ACTIVATIONS`)."""
-    return ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]
+from moetheory.activations import get_activation
+from moetheory.checks import check_int
 
 
 class BatchedLinear(nn.Module):

@@ -12,15 +12,9 @@ import math
 
 import torch
 
-from moetheory.data.gated_moe import link
+from moetheory.activations import link, link_derivative
 
 CHUNK = 8192  # rows per block when accumulating (k d) x (k d) curvature matrices
-
-
-def link_derivative(nonlinearity: str):
-    """g' for the links of :func:`moetheory.data.gated_moe.link`."""
-    return {"linear": torch.ones_like, "sigmoid": lambda t: torch.sigmoid(t) * (1 - torch.sigmoid(t)),
-            "relu": lambda t: (t > 0).to(t.dtype)}[nonlinearity]
 
 
 def log_joint(x, y, a, w, nonlinearity: str, noise_std: float) -> torch.Tensor:
@@ -45,9 +39,10 @@ def _gating_objective(x, r, w, l2):
     return (r * torch.log_softmax(x @ w.transpose(-1, -2), -1)).sum(-1).mean(-1) - 0.5 * l2 * w.square().sum((-1, -2))
 
 
-def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> torch.Tensor:
-    """M-step for the gating: one damped Newton step on the concave soft-label multinomial logistic regression
-    ``max_W mean_n sum_i r_ni log softmax_i(W x_n)`` with the last row of W held at zero."""
+def gating_gradient_hessian(x, r, w, l2: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient ``(S, k-1, d)`` of Q(W) in the free rows W[:-1] and minus its Hessian ``(S, (k-1) d, (k-1) d)``
+    (rows flattened as ``W[:-1].reshape(-1)``): ``mean_n (r_n - p_n) x_n^T - l2 W`` and
+    ``mean_n (diag p_n - p_n p_n^T) (x) x_n x_n^T + l2 I``."""
     seeds, n, d = x.shape
     k = w.shape[-2]
     p = torch.softmax(x @ w.transpose(-1, -2), -1)[..., :-1]  # (S, n, k-1)
@@ -60,11 +55,17 @@ def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> tor
         block = (cov.transpose(-1, -2) @ outer).view(seeds, k - 1, k - 1, d, d)  # one bmm
         hess += block.permute(0, 1, 3, 2, 4) / n
     size = (k - 1) * d
-    hess = hess.reshape(seeds, size, size) + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
-    step = torch.linalg.solve(hess, grad.reshape(seeds, size)).reshape(seeds, k - 1, d)
+    return grad, hess.reshape(seeds, size, size) + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
+
+
+def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> torch.Tensor:
+    """M-step for the gating: one damped Newton step on the concave soft-label multinomial logistic regression
+    ``max_W mean_n sum_i r_ni log softmax_i(W x_n)`` with the last row of W held at zero."""
+    grad, hess = gating_gradient_hessian(x, r, w, l2)
+    step = torch.linalg.solve(hess, grad.flatten(1)).reshape(grad.shape)
     step = torch.cat([step, torch.zeros_like(step[:, :1])], 1)
     before = _gating_objective(x, r, w, l2)
-    scale = torch.ones(seeds, 1, 1, dtype=x.dtype, device=x.device)
+    scale = torch.ones(w.shape[0], 1, 1, dtype=x.dtype, device=x.device)
     for _ in range(max_halvings):  # backtrack per seed until Q does not decrease
         worse = _gating_objective(x, r, w + scale * step, l2) < before - 1e-12
         if not bool(worse.any()):

@@ -1,4 +1,5 @@
-"""Hermite analysis: exact and numeric Hermite coefficients, information exponents, the shift identity.
+"""Hermite analysis: exact and numeric Hermite coefficients, information exponents, the shift identity, and
+Hermite polynomials evaluated on torch tensors (the experiments' links and students).
 
 Derived and displayed in the Hermite chapter (``book/hermite.ipynb``). Conventions: ``Z ~ N(0, 1)``,
 ``He_k`` the probabilists' Hermite polynomials, ``h_k = He_k / sqrt(k!)`` (orthonormal), and
@@ -7,11 +8,13 @@ Derived and displayed in the Hermite chapter (``book/hermite.ipynb``). Conventio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache, lru_cache
-from math import factorial
+from math import factorial, sqrt
 
 import numpy as np
 import sympy as sp
+import torch
 from numpy.polynomial import hermite_e
 
 from moetheory.checks import check_int
@@ -24,6 +27,8 @@ __all__ = [
     "information_exponent",
     "hermite_coefficients_numeric",
     "shifted_coefficients",
+    "hermite_torch",
+    "hermite_series",
 ]
 
 
@@ -285,3 +290,40 @@ def shifted_coefficients(f, z: sp.Symbol, mu: sp.Symbol, max_degree: int) -> lis
                  for j in range(k, degree + 1))
         out.append(sp.expand(sum(terms, sp.Integer(0))))
     return out
+
+
+def _he_torch(x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``He_0(x), He_1(x), He_2(x), ...`` elementwise, by the recurrence ``He_(n+1) = x He_n - n He_(n-1)``."""
+    prev, cur = torch.ones_like(x), x
+    yield prev
+    n = 1
+    while True:
+        yield cur
+        prev, cur = cur, x * cur - n * prev
+        n += 1
+
+
+def hermite_torch(k: int, x: torch.Tensor) -> torch.Tensor:
+    """``h_k(x) = He_k(x) / sqrt(k!)`` elementwise on a tensor."""
+    values = _he_torch(x)
+    for _ in range(check_int("k", k, 0)):
+        next(values)
+    return next(values) / sqrt(factorial(k))
+
+
+def hermite_series(z: torch.Tensor, coeffs, derivative: bool = False):
+    """``sum_k coeffs[k] h_k(z)`` elementwise on a tensor (and its derivative in z when ``derivative``, from
+    ``d/dz He_k = k He_(k-1)``)."""
+    coeffs = [float(c) for c in coeffs]
+    values = _he_torch(z)
+    he_prev, he = next(values), next(values)  # He_0, He_1
+    value = coeffs[0] * he_prev + (coeffs[1] * he if len(coeffs) > 1 else 0.0)
+    deriv = coeffs[1] * he_prev if len(coeffs) > 1 else torch.zeros_like(z)
+    norm = 1.0
+    for k in range(2, len(coeffs)):
+        norm *= k
+        he_prev, he = he, next(values)  # He_k
+        if coeffs[k]:
+            value = value + coeffs[k] / norm**0.5 * he
+            deriv = deriv + coeffs[k] * k / norm**0.5 * he_prev
+    return (value, deriv) if derivative else value

@@ -7,12 +7,10 @@ The ledger chapter gathers them all; each chapter shows its own.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -177,20 +175,35 @@ class Ledger(Sequence):
         return self.frame().to_html(escape=True)
 
 
-def beside(quick: Ledger, recorded: Ledger | None, label: str = "paper scale") -> pd.DataFrame:
-    """The claims of a quick run beside a recorded (e.g. paper-scale) run: one row per claim id."""
-    table = quick.frame()[["paper", "ours", "holds"]].rename(columns={"ours": "ours (quick)", "holds": "holds (quick)"})
-    if recorded is None:
-        table[f"ours ({label})"] = "not run"
-        table[f"holds ({label})"] = "not run"
-        return table
-    rec = recorded.frame()[["ours", "holds"]]
-    table[f"ours ({label})"] = rec["ours"].reindex(table.index).fillna("absent")
-    table[f"holds ({label})"] = rec["holds"].reindex(table.index).astype(object).fillna("absent")
+def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, absent: str = "absent") -> pd.DataFrame:
+    """The claims of several runs of one paper side by side (the quick run beside the paper-scale one, say).
+
+    One row per claim id, in the order the runs first give them; ``paper``, the paper's value (from that first
+    claim); then per run label ``L``: ``ours (L)`` and ``holds (L)``, the verdict in words (``verdicts``) or the
+    bool. A run that is ``None`` (not recorded) shows :data:`NOT_RUN` in its columns, a claim missing from a run
+    ``absent``, a claim that did not run :data:`NOT_RUN`.
+    """
+    first: dict[str, Claim] = {}
+    for ledger in runs.values():
+        for claim in ledger or ():
+            first.setdefault(claim.id, claim)
+    table = pd.DataFrame({"paper": [fmt(c.paper_value) for c in first.values()]},
+                         index=pd.Index(list(first), name="claim"))
+    for label, ledger in runs.items():
+        mine = None if ledger is None else {c.id: c for c in ledger}
+        cells = []
+        for claim_id in first:
+            claim = None if mine is None else mine.get(claim_id)
+            if claim is None:
+                cells.append((NOT_RUN if mine is None else absent,) * 2)
+            else:
+                holds = claim.verdict if verdicts or claim.holds is None else claim.holds
+                cells.append((fmt(claim.reproduced), holds))
+        table[f"ours ({label})"] = [ours for ours, _ in cells]
+        table[f"holds ({label})"] = [holds for _, holds in cells]
     return table
 
 
-def load_claims(path: str | Path) -> Ledger:
-    """Read the claims of a results file written by ``moetheory reproduce --out``."""
-    data = json.loads(Path(path).read_text())
-    return Ledger(Claim.from_dict(c) for c in data["claims"])
+def beside(quick: Ledger, recorded: Ledger | None, label: str = "paper scale") -> pd.DataFrame:
+    """The claims of a quick run beside a recorded (e.g. paper-scale) run (:func:`side_by_side`)."""
+    return side_by_side({"quick": quick, label: recorded})

@@ -1,5 +1,6 @@
-"""Metrics shared by the chapters: dispatch entropy and routing matrices (Chen et al.), overlaps (Hermite,
-Kawata et al.), and permutation-invariant parameter errors (Makkuva et al.). Batched over a leading seed axis."""
+"""Metrics shared by the chapters, each in one place: dispatch entropy and routing matrices (Chen et al.), unit
+vectors, cosines and overlaps (Chen et al., Kawata et al., Makkuva et al.), permutation-matched parameter errors
+(Makkuva et al.) and log-log slope fits (every rate a chapter measures). Batched over a leading seed axis."""
 
 from __future__ import annotations
 
@@ -35,14 +36,24 @@ def dispatch_entropy(cluster: torch.Tensor, expert: torch.Tensor, n_clusters: in
     return (n_m.squeeze(1) / counts.sum((1, 2)).unsqueeze(-1) * h).sum(-1)
 
 
-def overlap(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Absolute cosine ``|<u, w>| / (|u| |w|)`` along the last axis, broadcasting the rest."""
-    num = (u * w).sum(-1).abs()
-    return num / (u.norm(dim=-1) * w.norm(dim=-1)).clamp_min(torch.finfo(u.dtype).tiny)
+def unit(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``v / |v|`` along the last axis; a row of norm below ``eps`` is divided by ``eps`` (a zero row stays zero)."""
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def permutation_error(estimate, truth, *, sign_invariant: bool = False) -> float:
-    """min over permutations pi of the Frobenius norm ||estimate[pi] - truth|| for row sets ``(k, d)``.
+def cosines(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
+    """``(..., m, d)`` x ``(k, d)`` -> ``(..., m, k)`` cosines ``<a_i, b_j> / (|a_i| |b_j|)`` (0 for a zero row)."""
+    return (a @ b.T) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1)).clamp_min(eps)
+
+
+def overlaps(u: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``|<u, w>|`` of unit vectors ``u (..., d)`` with unit ``directions (k, d)``: ``(..., k)``."""
+    return (u @ directions.T).abs()
+
+
+def permutation_match(estimate, truth, *, sign_invariant: bool = False) -> tuple[float, np.ndarray]:
+    """``(min over permutations pi of ||estimate[pi] - truth||_F, pi)`` for row sets ``(k, d)``; ``pi[i]`` is the
+    estimated row matched to true row ``i``.
 
     Solved exactly as an assignment problem (the squared error is a sum of per-row costs).
     With ``sign_invariant`` each row may also be negated.
@@ -54,5 +65,19 @@ def permutation_error(estimate, truth, *, sign_invariant: bool = False) -> float
     if sign_invariant:
         cost = np.minimum(cost, ((est[:, None, :] + tru[None, :, :]) ** 2).sum(-1))
     rows, cols = linear_sum_assignment(cost)
-    return float(np.sqrt(cost[rows, cols].sum()))
+    return float(np.sqrt(cost[rows, cols].sum())), rows[np.argsort(cols)]
 
+
+def permutation_error(estimate, truth, *, sign_invariant: bool = False) -> float:
+    """min over permutations pi of the Frobenius norm ||estimate[pi] - truth|| for row sets ``(k, d)``
+    (:func:`permutation_match` without the permutation)."""
+    return permutation_match(estimate, truth, sign_invariant=sign_invariant)[0]
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of ``log y`` against ``log x``; ``nan`` when some ``y`` is not finite (a censored
+    median, a diverged run)."""
+    y = np.asarray(y, dtype=float)
+    if not np.all(np.isfinite(y)):
+        return float("nan")
+    return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(y), 1)[0])

@@ -23,8 +23,8 @@ import torch
 from torch.nn import functional as F
 
 from moetheory import metrics, routing
+from moetheory.activations import ACTIVATIONS
 from moetheory.checks import check_choice, check_float, check_int
-from moetheory.experts import ACTIVATIONS
 from moetheory.optim import normalized_gd_
 
 MIN_LOSS = math.log(1 + math.exp(-1))
@@ -74,8 +74,9 @@ def _gelu(z, slope):
 
 
 ACTIVATE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid}
-"""The nonlinear activations of the patch CNNs, ``f(z, slope) -> sigma(z)`` in place on ``z``; when ``slope`` (a
-tensor like ``z``) is given, ``sigma'(z) / SLOPE_SCALE`` is written into it."""
+"""Fused kernels of the nonlinear activations of :data:`moetheory.activations.ACTIVATIONS` for the patch CNNs,
+``f(z, slope) -> sigma(z)`` in place on ``z``; when ``slope`` (a tensor like ``z``) is given,
+``sigma'(z) / SLOPE_SCALE`` is written into it. A linear CNN needs no kernel (:func:`filter_sums`)."""
 SLOPE_SCALE = {"cubic": 3.0}
 CHUNK_FLOATS = 1 << 19
 """Floats in one block: its pre-activations, plus its rows when they are gathered (2 MiB of float32, the size of
@@ -304,7 +305,7 @@ def plan_tiles(index: torch.Tensor, n_experts: int, chunk_tokens: int | None = N
     """Tiles for the choices ``index`` ``(S, n, k)``: a stable sort by (token chunk, seed, expert), each group
     padded to whole tiles.
 
-    The foundation's :func:`moetheory.routing.dispatch` pads every expert to the largest expert's row count; once
+    The shared :func:`moetheory.routing.dispatch` pads every expert to the largest expert's row count; once
     cubic experts specialise, half of them receive nothing and the other half twice their share, so that buffer
     doubles the work. Tiles pad each group only to a multiple of ``TILE_ROWS``.
     """
@@ -367,11 +368,6 @@ class MoERecord:
     epochs: torch.Tensor  # (S,) epochs trained before early stopping
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(..., m, d)`` x ``(k, d)`` -> ``(..., m, k)`` cosines (0 for a zero vector)."""
-    return (a @ b.T) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1)).clamp_min(1e-30)
-
-
 def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, router_lr: float = 0.1,
               stop_margin: float = 0.02, stop_loss: float = 0.314, progress=None) -> MoERecord:
     """Full-batch training as official: normalized GD on each expert, SGD on the router, early stopping.
@@ -394,7 +390,7 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
     last_ent = torch.zeros(n_seeds, dtype=torch.float64, device=device)
     last_loss = torch.zeros(n_seeds, device=device)
     for _ in progress(range(epochs)) if progress else range(epochs):
-        cos_hist.append(_cos(model.router.weight.detach(), data.centers))
+        cos_hist.append(metrics.cosines(model.router.weight.detach(), data.centers))
         margin, route = model.forward(rows, xsum, x.shape[1])
         loss = _per_seed_loss(margin, y)
         with torch.no_grad():
@@ -422,7 +418,7 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
         test_acc = moe_accuracy(model, data.test_x, data.test_y)
         train_acc = moe_accuracy(model, data.train_x, data.train_y)
         w = model.weight.transpose(-1, -2)  # (S, E, F, d)
-        feat = _cos(w, data.features).abs().amax(-2)  # (S, E, K)
+        feat = metrics.cosines(w, data.features).abs().amax(-2)  # (S, E, K)
         rm = metrics.routing_matrix(data.train_cluster, final_index, n_clusters, n_experts)
     return MoERecord(test_acc.cpu(), train_acc.cpu(), last_ent.float().cpu(), torch.stack(ent_hist).float().cpu(),
                      torch.stack(loss_hist).cpu(), torch.stack(cos_hist).cpu(), rm.cpu(), feat.cpu(),

@@ -16,6 +16,31 @@ from moetheory.ledger import Claim, Ledger
 
 RESULTS_DIR = runtime.REPO_ROOT / "results"
 
+CONFIG_RENAMES = {  # paper -> {config field as records made before the rename spell it: its name now}
+    "makkuva2019": {"seeds": "n_seeds"},  # one vocabulary for every paper: n_seeds
+    "wang2025": {"seeds": "n_seeds"},
+}
+CONFIG_ADDED = {  # paper -> {config field added after records were made: the value the code hard-coded before}
+    "wang2025": {"seed": 0},  # seed 0 draws exactly what the fixed seeds (data 1, steps 0-4, spiral 7) drew
+}
+"""The legacy map: records in ``results/`` keep the field names they were made with (their values are never edited);
+:func:`current_config` reads them in today's names, so that a record compares with today's presets."""
+
+
+def current_config(paper: str, config: dict) -> dict:
+    """A recorded ``config`` of ``paper`` in today's field names (:data:`CONFIG_RENAMES`), with the fields added
+    since filled in with the value the code then used (:data:`CONFIG_ADDED`); the input is not changed."""
+    renames = CONFIG_RENAMES.get(paper, {})
+    out = {}
+    for key, value in config.items():
+        new = renames.get(key, key)
+        if new in out or (new != key and new in config):
+            raise ValueError(f"{paper} config holds both {key!r} and its new name {new!r}")
+        out[new] = value
+    for key, value in CONFIG_ADDED.get(paper, {}).items():
+        out.setdefault(key, value)
+    return out
+
 
 @dataclass
 class Report:
@@ -48,14 +73,15 @@ class Report:
 
     @classmethod
     def from_json(cls, data: dict) -> Report:
-        """A report from its JSON record; a record made before claims had a provenance gets its claims'
-        ``provenance`` and ``source`` from the current code (:func:`with_provenance`), in memory only."""
+        """A report from its JSON record, its config in today's field names (:func:`current_config`); a record made
+        before claims had a provenance gets its claims' ``provenance`` and ``source`` from the current code
+        (:func:`with_provenance`), in memory only."""
         if any("provenance" not in c for c in data["claims"]):
             data = with_provenance(data)
         claims = Ledger(Claim.from_dict(c) for c in data["claims"])
-        keys = ("paper", "scale", "device", "elapsed_s", "versions", "git_revision", "config")
-        return cls(**{k: data[k] for k in keys}, claims=claims, metrics=data.get("metrics", {}),
-                   dtype=data.get("dtype", "float32"))
+        keys = ("paper", "scale", "device", "elapsed_s", "versions", "git_revision")
+        return cls(**{k: data[k] for k in keys}, config=current_config(data["paper"], data["config"]),
+                   claims=claims, metrics=data.get("metrics", {}), dtype=data.get("dtype", "float32"))
 
     def write(self, out_dir: str | Path = RESULTS_DIR) -> Path:
         """Write ``<out_dir>/<paper>-<scale>.json`` atomically; returns the path."""
@@ -182,21 +208,16 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     Reads the recorded reports ``results/<name>-quick.json`` and ``results/<name>-paper.json``; a scale that has
     not been recorded shows "not run".
     """
-    import pandas as pd
-
-    from moetheory.ledger import fmt
+    from moetheory.ledger import NOT_RUN, side_by_side
 
     first, reports = _recorded_claims(name, results_dir)
-    rows = {i: {"statement": c.statement, "paper": fmt(c.paper_value), "provenance": c.provenance,
-                "source": c.source, "criterion": c.criterion} for i, c in first.items()}
-    for scale, report in reports.items():
-        for claim in report.claims if report else ():
-            rows[claim.id][f"ours ({scale})"] = fmt(claim.reproduced)
-            rows[claim.id][f"holds ({scale})"] = claim.holds
+    table = side_by_side({scale: report.claims if report else None for scale, report in reports.items()},
+                         verdicts=False, absent=NOT_RUN)
+    for key in ("statement", "provenance", "source", "criterion"):
+        table[key] = [getattr(first[i], key) for i in table.index]
     columns = ["statement", "paper", "provenance", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
                "criterion", "source"]
-    table = pd.DataFrame(list(rows.values()), index=pd.Index(list(rows), name="claim"), columns=columns)
-    return table.astype(object).fillna("not run")  # object first: a scale never recorded is an all-NaN column
+    return table[columns].astype(object)
 
 
 def _held(report: Report) -> str:

@@ -3,6 +3,8 @@
 Neurons are unit vectors with leading (seed, group) axes, trained by online spherical SGD on the correlation loss
 ``-y sigma(<u, x>)`` with a per-neuron clip of the tangent gradient; output layers are ridge fits; the router is a
 linear softmax trained with the experts frozen and read top-1. No Python loop over seeds, experts or samples.
+Students ``act`` come from :func:`moetheory.activations.hermite_activation`; overlaps from
+:func:`moetheory.metrics.overlaps`.
 """
 
 from __future__ import annotations
@@ -11,21 +13,11 @@ import math
 
 import torch
 
-from moetheory.checks import check_choice
-from moetheory.cluster_exponents import ACTIVATIONS
-from moetheory.data.cluster_single_index import hermite_series
+from moetheory.metrics import unit
 from moetheory.optim import spherical_sgd_
 
-__all__ = ["activation", "sgd_step", "overlaps", "ridge_mse", "features", "random_unit", "prune", "chance_level",
-           "route", "router_step", "alignment"]
-
-
-def activation(name: str):
-    """``z -> (sigma(z), sigma'(z))`` for a name in :data:`ACTIVATIONS`."""
-    coeffs = ACTIVATIONS[check_choice("activation", name, ACTIVATIONS)]
-    if coeffs is None:
-        return lambda z: (torch.relu(z), (z > 0).to(z.dtype))
-    return lambda z: hermite_series(z, coeffs, derivative=True)
+__all__ = ["sgd_step", "ridge_mse", "features", "random_unit", "prune", "chance_level", "route", "router_step",
+           "alignment"]
 
 
 def sgd_step(u, x, y, act, lr, clip, weight=None):
@@ -38,11 +30,6 @@ def sgd_step(u, x, y, act, lr, clip, weight=None):
     yw = y / y.shape[-1] if weight is None else y * weight
     grad = -torch.einsum("sgb,sgbk,sgbd->sgkd", yw, ds, x)
     spherical_sgd_(u, grad, lr, clip)
-
-
-def overlaps(u, dirs):
-    """``|<u, w>|``: unit neurons ``u (S, ..., d)``, directions ``dirs (C + 1, d)`` -> ``(S, ..., C + 1)``."""
-    return (u @ dirs.T).abs()
 
 
 def ridge_mse(feats, y, route, feats_test, y_test, route_test, ridge):
@@ -64,16 +51,16 @@ def features(u, x, act, centre=None):
 
 
 def random_unit(shape, d, gen, device):
-    u = torch.randn(*shape, d, generator=gen, device=device)
-    return u / u.norm(dim=-1, keepdim=True)
+    """Uniform unit vectors ``(*shape, d)``."""
+    return unit(torch.randn(*shape, d, generator=gen, device=device))
 
 
 def prune(router, load, threshold):
     """Keep mask ``(S, E)``: visiting experts by decreasing ``load`` (share of inputs routed to them), drop
     one whose router row has cosine above ``threshold`` with an expert already kept (a loop over the handful
     of experts, once)."""
-    unit = router / router.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    cos = unit @ unit.transpose(-1, -2)  # (S, E, E)
+    rows_unit = unit(router)
+    cos = rows_unit @ rows_unit.transpose(-1, -2)  # (S, E, E)
     order = load.argsort(dim=-1, descending=True)
     keep = torch.zeros(router.shape[:2], dtype=torch.bool, device=router.device)
     rows = torch.arange(router.shape[0], device=router.device)
@@ -110,7 +97,7 @@ def router_step(router, u1, x, y, act, lr, clip):
 
 def alignment(router, means, keep=None):
     """max over (kept) experts of cos(router row, v_c): ``(S, C)``."""
-    cos = (router / router.norm(dim=-1, keepdim=True).clamp_min(1e-12)) @ means.T  # (S, E, C)
+    cos = unit(router) @ means.T  # (S, E, C)
     if keep is not None:
         cos = cos.masked_fill(~keep.unsqueeze(-1), -1.0)
     return cos.max(1).values

@@ -19,9 +19,10 @@ import sympy as sp
 import torch
 from scipy import integrate
 
+from moetheory.activations import LINKS, numpy_link
 from moetheory.checks import check_choice, check_float, check_int
 
-NONLINEARITIES = ("linear", "sigmoid", "relu")
+NONLINEARITIES = LINKS  # the expert links g (:mod:`moetheory.activations`)
 CONSTANTS = ("alpha", "beta", "gamma", "c3", "c2")
 
 
@@ -81,11 +82,6 @@ def _symbolic_constants(nonlinearity: str) -> dict[str, sp.Expr]:
     return {k: sp.simplify(v) for k, v in _solve_constants(e).items()}
 
 
-def _numeric_link(nonlinearity):
-    return {"linear": lambda t: t, "sigmoid": lambda t: 0.5 * (1 + np.tanh(t / 2)),
-            "relu": lambda t: np.maximum(t, 0.0)}[nonlinearity]
-
-
 @lru_cache(maxsize=64)
 def transform_constants(nonlinearity: str = "linear", noise_std: float = 0.1, method: str = "auto") -> dict:
     """alpha, beta, gamma, c3, c2 as floats.
@@ -102,7 +98,7 @@ def transform_constants(nonlinearity: str = "linear", noise_std: float = 0.1, me
     if method == "exact":
         exact = symbolic_constants(nonlinearity, sp.Rational(str(sigma)))
         return {k: float(v) for k, v in exact.items()}
-    g = _numeric_link(nonlinearity)
+    g = numpy_link(nonlinearity)
     he = {1: lambda t: t, 2: lambda t: t**2 - 1, 3: lambda t: t**3 - 3 * t}
 
     def mom(j):

@@ -158,6 +158,40 @@ def test_single_models_side_by_side_match_each_seed_alone(activation):
         torch.testing.assert_close(summed, alone)
 
 
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize(("activation", "patience_after"), [("cubic", 100), ("cubic", 3), ("linear", 3)])
+def test_train_single_equals_each_seed_trained_alone(float64, monkeypatch, activation, patience_after):
+    """``train_single``'s claim: one Adam over the stacked (S, ...) parameters is S independent Adams. Each seed
+    trained alone from its slice of the stacked initialisation gives the same losses, epochs and accuracies, also
+    when early stopping (after ``patience_after`` epochs) stops the seeds at different epochs."""
+    data = make_chen_clusters("S1", 64, 32)
+    opts = dict(n_filters=4, activation=activation, lr=0.01, epochs=40, patience_after=patience_after,
+                stop_margin=0.0, init_scale=1.0, seed=0)
+    together = patch_moe.train_single(data, n_seeds=3, **opts)
+    w, b = patch_moe.init_filters((3, 4), data.train_x.shape[-1], 1.0, torch.Generator().manual_seed(0), "cpu")
+    epochs = together.epochs.tolist()
+    if patience_after < 40:
+        assert len(set(epochs)) > 1, epochs  # the seeds stop at different epochs: the restore path is exercised
+    for s in range(3):
+        init = (w[s:s + 1].detach().clone().requires_grad_(), b[s:s + 1].detach().clone().requires_grad_())
+        monkeypatch.setattr(patch_moe, "init_filters", lambda *args, init=init, **kwargs: init)
+        alone = patch_moe.train_single(data, n_seeds=1, **opts)
+        steps = alone.loss_history.shape[0]
+        assert int(alone.epochs[0]) == epochs[s]
+        torch.testing.assert_close(together.loss_history[:steps, s], alone.loss_history[:, 0], rtol=1e-10, atol=0)
+        frozen = together.loss_history[steps - 1:, s]  # after its stop a seed's loss is held
+        assert torch.equal(frozen, frozen[:1].expand_as(frozen))
+        assert float(together.test_accuracy[s]) == float(alone.test_accuracy[0])
+        assert float(together.train_accuracy[s]) == float(alone.train_accuracy[0])
+
+
 @pytest.mark.parametrize("activation", ["cubic", "relu", "linear"])
 def test_moe_forward_equals_every_expert_on_every_row(small, activation):
     model = patch_moe.make_moe(2, 50, n_experts=3, n_filters=4, activation=activation, init_scale=1.0, seed=3)

@@ -196,6 +196,25 @@ def test_stop_fraction_censors_only_the_slowest_runs():
     assert np.all(np.isfinite(np.median(np.nan_to_num(out, nan=np.inf), axis=1)))
 
 
+def test_no_recovery_is_recorded_past_its_own_rows_cap():
+    """Every (dimension, seed) row stops at its own sample cap, although rows advance in chunks of up to 512 steps:
+    with cap 128 at d = 8 the first chunk is 512 steps long. The capped run equals the uncapped one censored at the
+    cap (the rows share one random stream, so the hits within the cap are the same samples)."""
+    def go(max_factor):
+        gen = torch.Generator().manual_seed(0)
+        return paper.samples_to_recovery(3, (8, 16), 64, 0.5, 0.5, max_factor, gen, torch.device("cpu"))
+
+    caps = np.array([paper.sample_cap(3, d, 0.5, 1.0) for d in (8, 16)])
+    assert caps.tolist() == [128, 512] and paper._chunk_steps(128, 16) == 512
+    capped, free = go(1.0), go(100.0)
+    for row, cap in enumerate(caps):
+        hits = capped[row][~np.isnan(capped[row])]
+        assert np.all(hits <= cap), (row, cap, hits.max())
+    late = free[0] > caps[0]  # d = 8 seeds that need more than 128 samples: censored under the cap
+    assert late.sum() >= 10  # (the defect recorded 25 of these 64 as recovered, the latest at sample 510)
+    np.testing.assert_array_equal(capped[0], np.where(late, np.nan, free[0]))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float64: the CPU default of runtime.setup()
 def test_samples_to_recovery_deterministic_and_in_range(dtype):
     def go():
@@ -209,7 +228,8 @@ def test_samples_to_recovery_deterministic_and_in_range(dtype):
     finally:
         torch.set_default_dtype(old)
     np.testing.assert_array_equal(a, b)
-    assert a.shape == (2, 5) and np.all(a >= 1) and np.all(a <= paper.sample_cap(1, 16, 1.0, 20.0))
+    caps = np.array([[paper.sample_cap(1, d, 1.0, 20.0)] for d in (8, 16)])  # each row's own cap
+    assert a.shape == (2, 5) and np.all(a >= 1) and np.all(np.nan_to_num(a) <= caps)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

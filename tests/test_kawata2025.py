@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from numpy.polynomial import hermite_e
 
 from moetheory import hermite, runtime
+from moetheory import single_index_moe as SIM
+from moetheory.activations import hermite_activation
 from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
 from moetheory.papers import kawata2025 as K
 from moetheory.single_index_moe import chance_level, prune
@@ -187,3 +189,117 @@ def test_more_clusters_validation_names_field_and_range():
         K.Config(more_clusters=(2,))
     with pytest.raises(ValueError, match="more_clusters must be a tuple"):
         K.Config(more_clusters=[4])
+
+
+# ------------------------------------------------------------------------------------ pieces (single_index_moe)
+F64 = torch.float64
+SIGMA = {  # the student activations written out, an independent route to activations.hermite_activation
+    "h3": lambda z: (z**3 - 3 * z) / math.sqrt(6),
+    "h3+h4": lambda z: ((z**3 - 3 * z) / math.sqrt(6) + (z**4 - 6 * z**2 + 3) / math.sqrt(24)) / math.sqrt(2),
+    "relu": torch.relu,
+}
+
+
+@pytest.mark.parametrize("name", list(SIGMA))
+def test_activation_value_and_derivative_match_autograd(name):
+    z = torch.linspace(-3, 3, 40, dtype=F64).requires_grad_(True)  # 0 is not a grid point (ReLU's kink)
+    value, slope = hermite_activation(name)(z.detach())
+    want = SIGMA[name](z)
+    (want_slope,) = torch.autograd.grad(want.sum(), z)
+    torch.testing.assert_close(value, want.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(slope, want_slope, rtol=0, atol=1e-12)
+
+
+def _unit(*shape, gen):
+    u = torch.randn(*shape, generator=gen, dtype=F64)
+    return u / u.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize(("clip", "weighted"), [(1e6, False), (1e6, True), (0.05, True)])
+def test_sgd_step_is_a_riemannian_autograd_step(clip, weighted):
+    """The step follows autograd's gradient of the correlation loss -sum_b w_b y_b sigma(<u/|u|, x_b>) in u (the
+    gradient through the normalisation is the tangent one), clipped per neuron to ``clip``, then renormalised."""
+    gen = torch.Generator().manual_seed(0)
+    s, g, k, b, d, lr = 2, 3, 4, 16, 6, 0.3
+    u = _unit(s, g, k, d, gen=gen)
+    x = torch.randn(s, g, b, d, generator=gen, dtype=F64)
+    y = torch.randn(s, g, b, generator=gen, dtype=F64)
+    weight = torch.softmax(torch.randn(s, g, b, generator=gen, dtype=F64), -1) if weighted else None
+    w_b = weight if weighted else torch.full((s, g, b), 1 / b, dtype=F64)
+    v = u.clone().requires_grad_(True)
+    unit = v / v.norm(dim=-1, keepdim=True)
+    loss = -(w_b.unsqueeze(-1) * y.unsqueeze(-1) * SIGMA["h3"](torch.einsum("sgbd,sgkd->sgbk", x, unit))).sum()
+    (tangent,) = torch.autograd.grad(loss, v)
+    norm = tangent.norm(dim=-1, keepdim=True)
+    want = u - lr * tangent * torch.clamp(clip / norm, max=1.0)
+    want = want / want.norm(dim=-1, keepdim=True)
+    got = u.clone()
+    SIM.sgd_step(got, x, y, hermite_activation("h3"), lr, clip, weight)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    if clip < 1:  # every neuron's gradient is clipped here: each moved by exactly lr * clip before renormalising
+        assert bool((norm > clip).all())
+
+
+def test_router_step_ascends_the_mixture_output_by_autograd():
+    """``router_step``'s hand-derived gradient is autograd's gradient of E_batch[y sum_m pi_m(x) sigma(<u_m, x>)]
+    in the router rows (from a non-zero router, so the softmax is not uniform); with a small clip every row moves by
+    exactly lr * clip along it."""
+    gen = torch.Generator().manual_seed(1)
+    s, m, b, d, lr = 2, 3, 32, 5, 0.7
+    u1 = _unit(s, m, d, gen=gen)
+    x = torch.randn(s, b, d, generator=gen, dtype=F64)
+    y = torch.randn(s, b, generator=gen, dtype=F64)
+    router = 0.5 * torch.randn(s, m, d, generator=gen, dtype=F64)
+    w = router.clone().requires_grad_(True)
+    sig = SIGMA["h3"](torch.einsum("sbd,smd->sbm", x, u1))
+    objective = (y.unsqueeze(-1) * torch.softmax(torch.einsum("sbd,smd->sbm", x, w), -1) * sig).sum() / b
+    (grad,) = torch.autograd.grad(objective, w)
+    free = router.clone()
+    SIM.router_step(free, u1, x, y, hermite_activation("h3"), lr, clip=1e6)
+    torch.testing.assert_close(free, router + lr * grad, rtol=0, atol=1e-12)
+    clip = 0.2 * float(grad.norm(dim=-1).min())
+    clipped = router.clone()
+    SIM.router_step(clipped, u1, x, y, hermite_activation("h3"), lr, clip=clip)
+    move = clipped - router
+    torch.testing.assert_close(move.norm(dim=-1), torch.full((s, m), lr * clip, dtype=F64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(move / move.norm(dim=-1, keepdim=True), grad / grad.norm(dim=-1, keepdim=True))
+
+
+def test_ridge_mse_matches_lstsq_on_the_augmented_system():
+    """Per group: ridge on the routed rows = least squares of [F_routed; sqrt(lambda n) I] c = [y; 0]; the test
+    prediction sums each point's routed group; MSE per seed."""
+    gen = torch.Generator().manual_seed(2)
+    s, g, n, f, n_te, ridge = 2, 3, 40, 4, 30, 1e-2
+    feats = torch.randn(s, g, n, f, generator=gen, dtype=F64)
+    feats_te = torch.randn(s, g, n_te, f, generator=gen, dtype=F64)
+    y, y_te = torch.randn(s, n, generator=gen, dtype=F64), torch.randn(s, n_te, generator=gen, dtype=F64)
+    group, group_te = torch.randint(g, (s, n), generator=gen), torch.randint(g, (s, n_te), generator=gen)
+    one_hot = lambda e: torch.nn.functional.one_hot(e, g).transpose(1, 2).to(F64)  # noqa: E731  (S, G, n)
+    got = SIM.ridge_mse(feats, y, one_hot(group), feats_te, y_te, one_hot(group_te), ridge).numpy()
+    for seed in range(s):
+        pred = np.zeros(n_te)
+        for grp in range(g):
+            rows = (group[seed] == grp).numpy()
+            a = np.vstack([feats[seed, grp].numpy()[rows], math.sqrt(ridge * n) * np.eye(f)])
+            rhs = np.concatenate([y[seed].numpy()[rows], np.zeros(f)])
+            coef = np.linalg.lstsq(a, rhs, rcond=None)[0]
+            test_rows = (group_te[seed] == grp).numpy()
+            pred[test_rows] = feats_te[seed, grp].numpy()[test_rows] @ coef
+        assert got[seed] == pytest.approx(np.mean((pred - y_te[seed].numpy()) ** 2), rel=1e-10)
+
+
+def test_route_is_the_best_kept_expert():
+    gen = torch.Generator().manual_seed(3)
+    s, n, e, d = 3, 50, 5, 4
+    x = torch.randn(s, n, d, generator=gen, dtype=F64)
+    router = torch.randn(s, e, d, generator=gen, dtype=F64)
+    keep = torch.rand(s, e, generator=gen) < 0.6
+    keep[:, 2] = True  # at least one kept expert per seed
+    got = SIM.route(x, router, keep)
+    for seed in range(s):
+        kept = [j for j in range(e) if keep[seed, j]]
+        for i in range(n):
+            logits = [float(x[seed, i] @ router[seed, j]) for j in range(e)]
+            assert int(got[seed, i]) == max(kept, key=lambda j: logits[j])
+    everything = SIM.route(x, router, torch.ones(s, e, dtype=torch.bool))
+    assert torch.equal(everything, torch.einsum("snd,sed->sne", x, router).argmax(-1))

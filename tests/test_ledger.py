@@ -2,7 +2,17 @@ import json
 
 import pytest
 
-from moetheory.ledger import NOT_REPORTED, PROVENANCES, Claim, Ledger, beside, fmt, load_claims, provenance_entry
+from moetheory.ledger import (
+    NOT_REPORTED,
+    NOT_RUN,
+    PROVENANCES,
+    Claim,
+    Ledger,
+    beside,
+    fmt,
+    provenance_entry,
+    side_by_side,
+)
 
 
 def make(id_="p/a", holds=True, ours=0.5):
@@ -67,7 +77,7 @@ def test_json_round_trip(tmp_path):
     led = Ledger([make("p/a"), make("p/b", holds=False, ours="text")])
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"claims": led.to_json()}))
-    back = load_claims(path)
+    back = Ledger(Claim.from_dict(c) for c in json.loads(path.read_text())["claims"])
     assert back.to_json() == led.to_json()
 
 
@@ -85,3 +95,17 @@ def test_beside_marks_missing_recorded_runs():
     assert list(table["ours (paper scale)"]) == ["not run", "not run"]
     table = beside(quick, Ledger([make("p/a", ours=0.25)]))
     assert list(table["ours (paper scale)"]) == ["0.25", "absent"]
+
+
+def test_side_by_side_lists_every_claim_of_every_run():
+    quick = Ledger([make("p/a", ours=0.5), make("p/b", holds=False)])
+    paper = Ledger([make("p/b", ours=2.0), make("p/c", ours=NOT_RUN, holds=None)])
+    table = side_by_side({"quick": quick, "paper": paper, "gpu": None})
+    assert list(table.index) == ["p/a", "p/b", "p/c"] and table.index.name == "claim"
+    assert list(table.columns) == ["paper", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
+                                   "ours (gpu)", "holds (gpu)"]
+    assert list(table["holds (quick)"]) == ["holds", "fails", "absent"]
+    assert list(table["ours (paper)"]) == ["absent", "2", "not run"] and table.loc["p/c", "holds (paper)"] == NOT_RUN
+    assert set(table["ours (gpu)"]) == {NOT_RUN}
+    flags = side_by_side({"quick": quick, "paper": paper}, verdicts=False, absent=NOT_RUN)
+    assert list(flags["holds (quick)"]) == [True, False, NOT_RUN] and flags.loc["p/c", "holds (paper)"] == NOT_RUN

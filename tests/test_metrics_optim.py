@@ -45,10 +45,33 @@ def test_permutation_error_is_zero_on_permuted_truth(k, d, seed, sign):
     assert metrics.permutation_error(noisy, truth) <= np.linalg.norm(noisy - truth) + 1e-12
 
 
-def test_overlap_is_scale_free_cosine():
-    u = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
-    w = torch.tensor([0.0, -2.0])
-    torch.testing.assert_close(metrics.overlap(u, w), torch.tensor([0.8, 0.0]))
+def test_permutation_match_returns_the_matching_rows():
+    truth = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    perm = np.array([2, 0, 1])
+    estimate = np.empty_like(truth)
+    estimate[perm] = truth  # estimated row perm[i] is true row i
+    error, matched = metrics.permutation_match(estimate + 0.01, truth)
+    assert list(matched) == list(perm)
+    assert error == pytest.approx(np.linalg.norm(estimate[matched] + 0.01 - truth))
+    with pytest.raises(ValueError, match="must both be"):
+        metrics.permutation_match(truth[:2], truth)
+
+
+def test_unit_cosines_and_overlaps_are_scale_free():
+    u = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])
+    w = torch.tensor([[0.0, -2.0], [5.0, 0.0]])
+    expected = torch.tensor([[-0.8, 0.6], [0.0, 1.0], [0.0, 0.0]])  # a zero row has cosine 0
+    torch.testing.assert_close(metrics.cosines(u, w), expected)
+    torch.testing.assert_close(metrics.unit(u) @ metrics.unit(w).T, expected)
+    torch.testing.assert_close(metrics.overlaps(metrics.unit(u), metrics.unit(w)), expected.abs())
+    assert torch.equal(metrics.unit(u)[2], torch.zeros(2))
+
+
+def test_loglog_slope_recovers_a_power_and_flags_censored_values():
+    x = np.array([8.0, 16.0, 32.0, 64.0])
+    assert metrics.loglog_slope(x, 3 * x**-1.5) == pytest.approx(-1.5)
+    assert metrics.loglog_slope([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+    assert np.isnan(metrics.loglog_slope(x, [1.0, 2.0, np.inf, 4.0]))
 
 
 def test_spherical_sgd_stays_on_sphere_and_descends():

@@ -1,5 +1,6 @@
 """Property tests of the MoE core: sort-based dispatch + combine equals the dense masked computation."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -155,3 +156,57 @@ def test_noise_from_a_generator_on_another_device_is_drawn_there_and_moved():
     x = torch.zeros(2, 5, dtype=torch.float64, device="meta")  # a device other than the generator's
     noise = _noise_like(x, "uniform", torch.Generator())
     assert noise.device.type == "meta" and noise.dtype == torch.float64
+
+
+def _routing(index, logits):
+    from moetheory.routing import Routing
+
+    index = torch.tensor(index).view(1, len(index), -1)  # (1, n, k)
+    logits = torch.tensor(logits, dtype=torch.float64).expand(1, index.shape[1], -1)  # same logits for every token
+    return Routing(index, torch.ones(index.shape, dtype=torch.float64), logits)
+
+
+def test_load_balancing_loss_is_one_at_perfect_balance():
+    """E sum_e f_e P_e with f_e = 1/E is sum_e P_e = 1 whatever the router probabilities; with uniform probabilities
+    it is 1 whatever the counts."""
+    from moetheory.routing import Routing, load_balancing_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 8, 4, generator=gen, dtype=torch.float64)  # (S, n, E): three seeds, random router
+    balanced = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0]).view(1, 8, 1).expand(3, 8, 1)
+    ones = torch.ones(3, 8, 1, dtype=torch.float64)
+    torch.testing.assert_close(load_balancing_loss(Routing(balanced, ones, logits)),
+                               torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
+    top2 = torch.tensor([[0, 1], [2, 3], [1, 0], [3, 2]]).view(1, 4, 2)  # each expert twice among 8 assignments
+    top2_loss = load_balancing_loss(Routing(top2, ones[:1, :4].expand(1, 4, 2), logits[:1, :4]))
+    assert float(top2_loss[0]) == pytest.approx(1.0)
+    skewed = torch.zeros(1, 8, 1, dtype=torch.long)  # every token on expert 0, uniform probabilities
+    uniform = torch.zeros(1, 8, 4, dtype=torch.float64)
+    assert float(load_balancing_loss(Routing(skewed, ones[:1], uniform))[0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("index", "logits", "want"), [
+    ([0, 0, 0, 1], [math.log(3), 0.0], 5 / 4),  # f = P = (3/4, 1/4): 2 (9/16 + 1/16)
+    ([[0, 1], [0, 2]], [math.log(2), 0.0, 0.0], 9 / 8),  # top-2: f = P = (1/2, 1/4, 1/4): 3 (1/4 + 2/16)
+    ([0, 0, 0, 0], [math.log(7), 0.0, 0.0, 0.0], 4 * 7 / 10),  # collapse: f = e_0, P_0 = 7/10: 4 x 7/10
+    ([0, 0, 0, 0], [40.0, 0.0, 0.0, 0.0], 4.0),  # full collapse: the maximum, E
+])
+def test_load_balancing_loss_hand_computed_imbalance(index, logits, want):
+    from moetheory.routing import load_balancing_loss
+
+    assert float(load_balancing_loss(_routing(index, logits))[0]) == pytest.approx(want, rel=1e-12)
+
+
+def test_load_balancing_loss_grows_as_routing_collapses():
+    """Send q of 12 tokens to expert 0 (the rest spread evenly) with the router's probability of expert 0 rising
+    alongside: the loss rises from 1 to E = 4."""
+    from moetheory.routing import load_balancing_loss
+
+    values = []
+    for q in (3, 6, 9, 12):
+        rest = [1 + i % 3 for i in range(12 - q)]
+        p0 = q / 12  # P_0 = f_0, the other experts share the rest evenly
+        logits = [math.log(p0), *[math.log((1 - p0) / 3) if p0 < 1 else -50.0] * 3]
+        values.append(float(load_balancing_loss(_routing([0] * q + rest, logits))[0]))
+    assert values[0] == pytest.approx(1.0) and values[-1] == pytest.approx(4.0)
+    assert all(a < b for a, b in zip(values, values[1:], strict=False))

@@ -8,7 +8,7 @@ import pytest
 
 from moetheory import papers, runtime
 from moetheory.ledger import NOT_RUN
-from moetheory.reproduce import RESULTS_DIR, Report, summary_table
+from moetheory.reproduce import CONFIG_ADDED, CONFIG_RENAMES, RESULTS_DIR, Report, current_config, summary_table
 
 FILES = sorted(Path(RESULTS_DIR).glob("*.json"))
 CHAPTER_THREADS = 1  # every chapter runs runtime.setup(threads=1), and `moetheory reproduce` defaults to one thread
@@ -32,7 +32,7 @@ def record_problems(data: dict) -> list[str]:
     if revision.endswith("+dirty") or revision in ("", "unknown"):
         problems.append(f"git_revision {revision!r}: recorded from a tree with uncommitted changes (or outside git)")
     preset = runtime.config_dict(papers.get(data["paper"]).config(data["scale"]))
-    recorded = data.get("config", {})
+    recorded = current_config(data["paper"], data.get("config", {}))  # the record's fields in today's names
     for key in sorted(set(preset) | set(recorded)):
         if recorded.get(key, "<absent>") != preset.get(key, "<absent>"):
             problems.append(f"config.{key}: recorded {recorded.get(key, '<absent>')!r}, "
@@ -60,6 +60,30 @@ def test_record_problems_names_each_field_that_differs():
     clean = {**data, "git_revision": "abc", "device": "cpu (x86_64, 1 threads)",
              "config": runtime.config_dict(papers.get("hermite").config("tiny"))}
     assert record_problems(clean) == []
+
+
+def test_legacy_config_names_are_read_in_todays_names():
+    old = {"seeds": 2, "lr": 0.001}
+    assert current_config("wang2025", old) == {"n_seeds": 2, "lr": 0.001, "seed": 0}
+    assert old == {"seeds": 2, "lr": 0.001}  # the record itself is not changed
+    assert current_config("makkuva2019", {"seeds": 5, "seed": 3}) == {"n_seeds": 5, "seed": 3}
+    assert current_config("hermite", {"n_seeds": 4}) == {"n_seeds": 4}  # nothing renamed there
+    assert current_config("wang2025", {"n_seeds": 2, "seed": 5}) == {"n_seeds": 2, "seed": 5}  # today's names
+    with pytest.raises(ValueError, match="both 'seeds' and its new name 'n_seeds'"):
+        current_config("wang2025", {"seeds": 2, "n_seeds": 2})
+    data = json.loads((Path(RESULTS_DIR) / "wang2025-quick.json").read_text())
+    assert "seeds" in data["config"]  # recorded before the rename: read through the map
+    report = Report.from_json(data)
+    assert report.config == runtime.config_dict(papers.get("wang2025").config("quick"))
+
+
+def test_legacy_map_names_real_fields_with_their_values_today():
+    for name, renames in CONFIG_RENAMES.items():
+        fields = runtime.config_dict(papers.get(name).config("quick"))
+        assert set(renames.values()) <= set(fields) and not set(renames) & set(fields)
+    for name, added in CONFIG_ADDED.items():
+        defaults = runtime.config_dict(papers.get(name).config("quick"))
+        assert all(defaults[key] == value for key, value in added.items())
 
 
 def test_every_registered_paper_has_a_quick_record():

@@ -14,28 +14,13 @@ import numpy as np
 import torch
 
 from moetheory.checks import check_choice, check_float, check_int
+from moetheory.hermite import hermite_series
 
 __all__ = [
     "ClusterSingleIndex", "check_geometry", "make_cluster_problem", "hermite_series", "sample_clusters", "MEAN_LAYOUTS",
 ]
 
 MEAN_LAYOUTS = ("antipodal", "orthogonal")  # v_2 = -v_1 (C = 2 only) / v_c orthonormal
-
-
-def hermite_series(z: torch.Tensor, coeffs, derivative: bool = False):
-    """``sum_k coeffs[k] h_k(z)`` (and its derivative in z when ``derivative``), by the He recurrence."""
-    coeffs = [float(c) for c in coeffs]
-    he_prev, he = torch.ones_like(z), z  # He_0, He_1
-    value = coeffs[0] * he_prev + (coeffs[1] * he if len(coeffs) > 1 else 0.0)
-    deriv = coeffs[1] * he_prev if len(coeffs) > 1 else torch.zeros_like(z)  # d/dz He_k = k He_{k-1}
-    norm = 1.0
-    for k in range(2, len(coeffs)):
-        norm *= k
-        he_prev, he = he, z * he - (k - 1) * he_prev  # He_k
-        if coeffs[k]:
-            value = value + coeffs[k] / norm**0.5 * he
-            deriv = deriv + coeffs[k] * k / norm**0.5 * he_prev
-    return (value, deriv) if derivative else value
 
 
 def _exponent(coeffs) -> int:

@@ -10,17 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from moetheory.checks import check_choice, check_float, check_int
+from moetheory.activations import LINKS, link, numpy_link
+from moetheory.checks import check_float, check_int
 
 __all__ = ["sample_gated_moe"]
 
-NONLINEARITIES = ("linear", "sigmoid", "relu")
-
-
-def link(nonlinearity: str):
-    """The expert's link g as a torch function (also used by the estimators)."""
-    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
-    return {"linear": lambda t: t, "sigmoid": torch.sigmoid, "relu": torch.relu}[nonlinearity]
+NONLINEARITIES = LINKS  # the expert links g (:mod:`moetheory.activations`)
 
 
 def check_parameters(regressors, gating) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +45,7 @@ def sample_gated_moe(n, regressors, gating, nonlinearity="linear", noise_std=0.1
     """
     n = check_int("n", n, 1)
     a, w = check_parameters(regressors, gating)
-    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    g = numpy_link(nonlinearity)
     noise_std = check_float("noise_std", noise_std, 0.0, low_open=True)
     rng = np.random.default_rng(random_state)
     x = rng.standard_normal((n, a.shape[1]))
@@ -59,8 +54,7 @@ def sample_gated_moe(n, regressors, gating, nonlinearity="linear", noise_std=0.1
     prob /= prob.sum(1, keepdims=True)
     z = (prob.cumsum(1) < rng.random((n, 1))).sum(1).clip(max=a.shape[0] - 1)  # inverse-CDF draw of the expert
     t = np.einsum("nd,nd->n", x, a[z])
-    g = {"linear": lambda s: s, "sigmoid": lambda s: 0.5 * (1 + np.tanh(s / 2)), "relu": lambda s: np.maximum(s, 0)}
-    y = g[nonlinearity](t) + noise_std * rng.standard_normal(n)
+    y = g(t) + noise_std * rng.standard_normal(n)
     return x, y
 
 

@@ -1,7 +1,7 @@
 """Targets on low-dimensional structure in R^D for the Wang & E (2025) chapter.
 
-- a circle (d = 1) or a flat torus (d = 2) embedded in R^D by a random map with orthonormal rows (so no coordinate
-  is identically zero, unlike zero padding);
+- a circle embedded in R^D by a random map with orthonormal rows (so no coordinate is identically zero, unlike
+  zero padding);
 - the piecewise target of eq. (4) on [0, E]^L with E^L unit cells, separable (``f_out`` = sum) or not (product);
 - a target with a jump, and a spiral whose arc-length pieces no linear gate can separate.
 
@@ -19,7 +19,7 @@ import torch
 from moetheory.checks import check_choice, check_float, check_int
 
 __all__ = [
-    "random_embedding", "circle_points", "circle_target", "sample_circle", "sample_torus", "piece_coefficients",
+    "random_embedding", "circle_points", "circle_target", "sample_circle", "piece_coefficients",
     "cube_target", "sample_cube", "cube_grid", "jump_target", "sample_jump", "spiral_points", "sample_spiral",
 ]
 
@@ -55,20 +55,6 @@ def sample_circle(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0, gri
         theta = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
     X = circle_points(theta, random_embedding(2, D, embedding_seed))
     return X, circle_target(theta), theta
-
-
-def sample_torus(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0):
-    """A flat torus (d = 2) ``(cos a, sin a, cos b, sin b) @ Q`` in R^D; target ``sin(2a) cos(b) + cos(3a)``.
-
-    Returns ``(X (n, D), y (n,), angles (n, 2))``.
-    """
-    check_int("n", n, 1)
-    gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
-    ang = (torch.rand(n, 2, generator=gen) * 2 - 1) * math.pi
-    feats = torch.cat([torch.cos(ang), torch.sin(ang)], -1)[:, [0, 2, 1, 3]]
-    X = feats @ random_embedding(4, D, embedding_seed)
-    y = torch.sin(2 * ang[:, 0]) * torch.cos(ang[:, 1]) + torch.cos(3 * ang[:, 0])
-    return X, y, ang
 
 
 def piece_coefficients(n_experts: int, n_layers: int, seed: int = 0) -> torch.Tensor:
@@ -137,11 +123,12 @@ def spiral_points(t: torch.Tensor, turns: float = 1.5) -> torch.Tensor:
     return torch.stack([t * torch.cos(angle), t * torch.sin(angle)], -1)
 
 
-def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 0, grid: bool = False):
+def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 0, target_seed: int = 7,
+                  grid: bool = False):
     """``(x (n, 2), y (n,), t (n,))`` on a spiral cut into ``n_pieces`` equal t-intervals with independent pieces.
 
     The pieces are arcs that wind around the origin, so no linear gate (convex cells) can route them; the target
-    jumps between pieces (``cube_target`` on the 1-D cube [0, n_pieces)).
+    jumps between pieces (``cube_target`` on the 1-D cube [0, n_pieces), coefficients drawn with ``target_seed``).
     """
     check_int("n", n, 2)
     check_int("n_pieces", n_pieces, 1)
@@ -151,5 +138,5 @@ def sample_spiral(n: int, n_pieces: int = 4, turns: float = 1.5, *, seed: int = 
     else:
         t = 0.2 + 0.8 * torch.rand(n, generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
     s = (t - 0.2) / 0.8 * n_pieces  # position in [0, n_pieces)
-    y = cube_target(s[:, None], piece_coefficients(n_pieces, 1, seed=7))
+    y = cube_target(s[:, None], piece_coefficients(n_pieces, 1, seed=target_seed))
     return spiral_points(t, turns), y, t

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from moetheory import ledger, patch_moe, runtime
+from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.data.chen_clusters import CHEN_SETTINGS, make_chen_clusters
 from moetheory.ledger import NOT_RUN, Claim
@@ -138,22 +139,24 @@ class Config:
         if not self.bound_activations:  # the bound claim is the best over them
             raise ValueError("bound_activations must name at least one activation; got ()")
         for act in self.bound_activations:
-            check_choice("bound_activations", act, tuple(patch_moe.ACTIVATE) + ("linear",))
+            check_choice("bound_activations", act, ACTIVATIONS)
+
+
+PRESETS = {
+    # seconds: unit tests
+    "tiny": Config(settings=("S1",), n_seeds=2, n_train=512, n_test=512, moe_epochs=20, single_epochs=20,
+                   single_patience_after=10, bound_activations=("linear", "cubic"), bound_epochs=10),
+    # the notebook: S1, 3 seeds, official epochs except the Theorem 4.1 runs on "verify": 300 epochs and three
+    # activations (linear, cubic, ReLU; GELU and tanh at paper scale), as float64 on the CPU
+    # (:func:`moetheory.runtime.compute_dtype`) is about 2.5x slower than float32 here
+    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=300, bound_activations=("linear", "cubic", "relu")),
+    "paper": Config(),  # S1-S4, 10 seeds, official epochs
+}
 
 
 def config(scale: str) -> Config:
-    """``tiny`` (seconds, tests), ``quick`` (S1, 3 seeds; the notebook) and ``paper`` (S1-S4, 10 seeds).
-
-    The CPU computes in float64 (:func:`moetheory.runtime.compute_dtype`), about 2.5x slower than float32 here:
-    the quick preset's Theorem 4.1 runs use three activations (linear, cubic, ReLU; GELU and tanh at paper scale).
-    """
-    runtime.check_scale(scale)
-    if scale == "tiny":
-        return Config(settings=("S1",), n_seeds=2, n_train=512, n_test=512, moe_epochs=20, single_epochs=20,
-                      single_patience_after=10, bound_activations=("linear", "cubic"), bound_epochs=10)
-    if scale == "quick":  # official epochs except the bound runs on "verify": fewer epochs, 3 activations (time)
-        return Config(settings=("S1",), n_seeds=3, bound_epochs=300, bound_activations=("linear", "cubic", "relu"))
-    return Config()
+    """The ``tiny`` / ``quick`` / ``paper`` preset (:data:`PRESETS`)."""
+    return PRESETS[runtime.check_scale(scale)]
 
 
 @dataclass

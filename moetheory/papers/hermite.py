@@ -14,7 +14,8 @@ With it the escape takes ``int dm / (lr k m^(k-1)) ~ d^(k-1)`` steps for ``k >= 
 
 Performance: every (dimension, seed) pair is one row of a single ``(rows, d_max)`` tensor, smaller dimensions
 zero-padded (the gradient stays in their subspace), so all of them advance in one batched step; rows that
-cross the threshold (or their sample cap) are dropped between chunks. By rotation invariance ``w* = e_1``.
+cross the threshold (or their sample cap) are dropped between chunks, and a crossing later than its row's cap
+within a chunk is not counted. By rotation invariance ``w* = e_1``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import torch
 
 from moetheory import hermite, ledger, runtime
 from moetheory.checks import MAX_SEED, check_float, check_int
+from moetheory.hermite import hermite_torch
 from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope
 from moetheory.optim import spherical_sgd_
 from moetheory.papers import Paper
 
@@ -107,23 +110,13 @@ def config(scale: str) -> Config:
     return PRESETS[runtime.check_scale(scale)]
 
 
-def hermite_torch(k: int, x: torch.Tensor) -> torch.Tensor:
-    """``h_k(x) = He_k(x) / sqrt(k!)`` elementwise, by the recurrence He_(n+1) = x He_n - n He_(n-1)."""
-    prev, cur = torch.ones_like(x), x
-    if k == 0:
-        return prev
-    for n in range(1, k):
-        prev, cur = cur, x * cur - n * prev
-    return cur / math.sqrt(math.factorial(k))
-
-
 @dataclass
 class Result:
     config: Config
     samples: dict[int, np.ndarray]  # k -> (len(dims), n_seeds) samples to weak recovery (nan: cap reached)
     slopes: dict[int, float]  # k -> least-squares slope of log(median samples) against log d
-    elapsed_s: float
-    device: str
+    elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
+    device: str  # where it ran (not in metrics(): the report records it)
 
     def medians(self, k: int) -> np.ndarray:
         """Median samples to weak recovery per dimension (a censored run counts as +inf)."""
@@ -138,8 +131,6 @@ class Result:
             "lr_rule": "eta * d^(-max(1, k/2))",
             "eta": list(self.config.eta),
             "threshold": self.config.threshold,
-            "elapsed_s": round(self.elapsed_s, 2),
-            "device": self.device,
         }
 
 
@@ -178,7 +169,9 @@ def samples_to_recovery(k: int, dims, n_seeds: int, eta: float, threshold: float
             overlaps[s] = w_a[:, 0]
         if k % 2 == 0:
             overlaps = overlaps.abs()  # even links cannot tell w* from -w*
-        crossed = overlaps >= threshold
+        sample = torch.arange(done + 1, done + steps + 1, device=device)  # (steps,) sample number of each step
+        # a chunk may run past a row's cap (chunks are up to 512 steps): a crossing after the cap is not a recovery
+        crossed = (overlaps >= threshold) & (sample[:, None] <= cap[active])
         # (rows,) first sample index at which the overlap crossed
         first = crossed.float().argmax(0) + done + 1
         reached = crossed.any(0)
@@ -191,17 +184,9 @@ def samples_to_recovery(k: int, dims, n_seeds: int, eta: float, threshold: float
     return hit.reshape(len(dims), n_seeds).cpu().numpy()
 
 
-def fit_slope(dims, medians) -> float:
-    """Least-squares slope of log(median) against log(d); ``nan`` if a median is censored."""
-    medians = np.asarray(medians, dtype=float)
-    if not np.all(np.isfinite(medians)):
-        return float("nan")
-    return float(np.polyfit(np.log(dims), np.log(medians), 1)[0])
-
-
 def d_log_d_slope(dims) -> float:
     """The slope of log(d log d) against log d over ``dims``: what n ~ d log d looks like on our grid."""
-    return float(np.polyfit(np.log(dims), np.log(np.asarray(dims) * np.log(dims)), 1)[0])
+    return loglog_slope(dims, np.asarray(dims) * np.log(dims))
 
 
 def run(config: Config, device="auto", progress: bool = False) -> Result:
@@ -216,7 +201,8 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
     for k, eta in runtime.progress(pairs, desc="hermite", enabled=progress):
         samples[k] = samples_to_recovery(k, config.dims, config.n_seeds, eta, config.threshold,
                                          config.max_factor, generator, device, config.stop_fraction)
-        slopes[k] = fit_slope(config.dims, np.median(np.nan_to_num(samples[k], nan=np.inf), axis=1))
+        # nan when a median is censored
+        slopes[k] = loglog_slope(config.dims, np.median(np.nan_to_num(samples[k], nan=np.inf), axis=1))
     return Result(config, samples, slopes, time.perf_counter() - start, runtime.device_description(device))
 
 

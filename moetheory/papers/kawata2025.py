@@ -27,23 +27,17 @@ import sympy as sp
 import torch
 
 from moetheory import ledger, runtime
+from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
-from moetheory.cluster_exponents import (  # noqa: F401  (re-exported: the chapter and tests use K.<name>)
-    ACTIVATIONS,
-    effective_exponent,
-    global_correlation,
-    mixture_exponent,
-    setting_exponent,
-)
+from moetheory.cluster_exponents import effective_exponent, global_correlation, mixture_exponent, setting_exponent
 from moetheory.data.cluster_single_index import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.ledger import NOT_REPORTED, NOT_RUN, Claim
+from moetheory.metrics import overlaps
 from moetheory.papers import Paper
 from moetheory.single_index_moe import (
-    activation,
     alignment,
     chance_level,
     features,
-    overlaps,
     prune,
     random_unit,
     ridge_mse,
@@ -51,6 +45,12 @@ from moetheory.single_index_moe import (
     router_step,
     sgd_step,
 )
+
+__all__ = [  # the chapter reads K.<name>, the exponents of moetheory.cluster_exponents included
+    "Config", "PRESETS", "config", "cluster_config", "Result", "run", "samples_to_recover", "STRONG", "CHANCE_FACTOR",
+    "ROUTER_MIN", "PROVENANCE", "provenance_of", "claims", "PAPER",
+    "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent",
+]
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -86,7 +86,7 @@ class Config:
         check_int("d", self.d, 4)
         check_int("n_clusters", self.n_clusters, 2, self.d)
         check_choice("layout", self.layout, MEAN_LAYOUTS)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("activation", self.activation, HERMITE_ACTIVATIONS)
         for name in ("n_seeds", "batch", "vanilla_width", "n_experts", "stage1_steps", "stage2_steps",
                      "expert_width", "stage3_steps", "n_fit", "n_test"):
             check_int(name, getattr(self, name), 1)
@@ -120,18 +120,20 @@ def cluster_config(cfg: Config, n_clusters: int) -> Config:
                                   more_clusters=())
 
 
-def config(scale: str) -> Config:
-    """``tiny`` (unit tests), ``quick`` (the notebook, d = 32), ``paper`` (d = 128, more seeds); each also runs
-    C = 4 clusters with orthogonal means (``more_clusters``)."""
-    runtime.check_scale(scale)
-    if scale == "tiny":
-        return Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
-                      expert_width=4, n_fit=512, n_test=512, n_checkpoints=3)
-    if scale == "quick":
-        return Config()
+PRESETS = {  # each also runs C = 4 clusters with orthogonal means (``more_clusters``)
+    # seconds: unit tests
+    "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
+                   expert_width=4, n_fit=512, n_test=512, n_checkpoints=3),
+    "quick": Config(),  # the notebook, d = 32
     # d = 128 with every stage (d / 32)^2 = 16 times longer (online SGD needs ~d^(k*-1) samples for k* = 3)
-    return Config(d=128, n_seeds=8, stage1_steps=48000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
-                  n_test=32768)
+    "paper": Config(d=128, n_seeds=8, stage1_steps=48000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
+                    n_test=32768),
+}
+
+
+def config(scale: str) -> Config:
+    """The ``tiny`` / ``quick`` / ``paper`` preset (:data:`PRESETS`)."""
+    return PRESETS[runtime.check_scale(scale)]
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -153,8 +155,8 @@ class Result:
     chance_level: float  # E max_j |<u_j, w_g>| over vanilla_width random unit neurons
     global_exponent: object  # effective exponent of w_g for a vanilla neuron (sympy Integer or oo)
     k_star: int
-    elapsed_s: float
-    device: str
+    elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
+    device: str  # where it ran (not in metrics(): the report records it)
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
 
     def metrics(self) -> dict:
@@ -182,18 +184,17 @@ class Result:
             "chance_level": round(self.chance_level, 4),
             "global_exponent": str(self.global_exponent),
             "k_star": self.k_star,
-            "elapsed_s": round(self.elapsed_s, 2),
-            "device": self.device,
             **{f"c{c}": r.metrics() for c, r in self.extra.items()},
         }
 
 
-def run(cfg: Config, device="auto", progress: bool = False) -> Result:
+def run(config: Config, device="auto", progress: bool = False) -> Result:
     """Train the vanilla network and the stagewise MoE on the same online stream (seeds batched), in the setting
-    of ``cfg`` and then in ``cluster_config(cfg, C)`` for each C of ``cfg.more_clusters`` (``Result.extra``)."""
+    of ``config`` and then in ``cluster_config(config, C)`` for each C of ``config.more_clusters``
+    (``Result.extra``)."""
     dev = runtime.resolve_device(device)
-    result = _run_setting(cfg, dev, progress)
-    result.extra = {c: _run_setting(cluster_config(cfg, c), dev, progress) for c in cfg.more_clusters}
+    result = _run_setting(config, dev, progress)
+    result.extra = {c: _run_setting(cluster_config(config, c), dev, progress) for c in config.more_clusters}
     return result
 
 
@@ -209,7 +210,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
     dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), **real)
     means = torch.tensor(problem.means, **real)
     act, s, m, k, lr = (
-        activation(cfg.activation),
+        hermite_activation(cfg.activation),
         cfg.n_seeds,
         cfg.n_experts,
         cfg.expert_width,
@@ -298,7 +299,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         accumulate=True,
     )
     stack = lambda key: torch.stack(log[key], 1).cpu().numpy()  # noqa: E731
-    exponent = setting_exponent(cfg)[0] if ACTIVATIONS[cfg.activation] is not None else None
+    exponent = setting_exponent(cfg)[0] if HERMITE_ACTIVATIONS[cfg.activation] is not None else None
     return Result(
         config=cfg,
         samples=np.array(checks) * cfg.batch,

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from moetheory import ledger, runtime, tensor
 from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.data.gated_moe import random_parameters, sample_batch
 from moetheory.gated_em import adam_mle, gating_em, joint_em, random_start
 from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope, permutation_match, unit
 from moetheory.papers import Paper
 
 SLOPE_BAND = (-0.7, -0.3)  # tensor-consistency: the issue's band around the n^(-1/2) rate
@@ -68,7 +68,7 @@ class Config:
     noise_std: float = 0.1  # sigma, known to every estimator
     gating_norm: float = 2.0  # ||w_i|| for i < k (w_k = 0)
     sample_sizes: tuple[int, ...] = (1_000, 3_000, 10_000, 30_000, 100_000)  # n grid of the main sweep
-    seeds: int = 5  # independent instances per n (parameters and data redrawn)
+    n_seeds: int = 5  # independent instances per n (parameters and data redrawn)
     adam_max_n: int = 10_000  # Adam is run for n up to this (full batch; autograd is the slow part)
     adam_steps: int = 600  # Adam steps (lr 0.05); enough to reach the MLE at these sizes
     em_max_iter: int = 200  # EM iterations (joint and gating)
@@ -83,7 +83,7 @@ class Config:
         Regime("k = 5", 10, 5, 3_000),
         Regime("collapsed start", 10, 3, 3_000, collapsed=True),
     )  # hard regimes for random-init EM vs tensor initialisation
-    seed: int = 0  # master seed
+    seed: int = 0  # base seed: parameters, data and random starts of every stage
 
     def __post_init__(self):
         check_int("d", self.d, 3)
@@ -97,7 +97,7 @@ class Config:
                 check_int(name, s, 2 * self.d)
             if len(sizes) < 2 or list(sizes) != sorted(set(sizes)):
                 raise ValueError(f"{name} must be an increasing tuple of at least 2 sizes >= 2 d; got {sizes!r}")
-        for name in ("seeds", "panel_seeds", "failure_seeds", "adam_steps", "em_max_iter"):
+        for name in ("n_seeds", "panel_seeds", "failure_seeds", "adam_steps", "em_max_iter"):
             check_int(name, getattr(self, name), 1)
         check_int("adam_max_n", self.adam_max_n, 0)
         check_float("em_tol", self.em_tol, 0.0)
@@ -110,55 +110,53 @@ class Config:
         check_int("seed", self.seed, 0, MAX_SEED)
 
 
+PRESETS = {
+    # seconds: unit tests
+    "tiny": Config(d=6, n_experts=2, sample_sizes=(2_000, 8_000, 32_000), n_seeds=2, adam_max_n=2_000,
+                   adam_steps=200, em_max_iter=50, panel_sizes=(4_000, 64_000), panel_seeds=2, failure_seeds=4,
+                   regimes=(Regime("n/d = 50", 6, 2, 300), Regime("collapsed start", 6, 2, 1_000, True))),
+    "quick": Config(),  # the notebook
+    # larger n, more seeds
+    "paper": Config(sample_sizes=(1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000), n_seeds=10,
+                    adam_max_n=100_000, adam_steps=1_500, panel_sizes=(10_000, 100_000, 1_000_000, 4_000_000),
+                    panel_seeds=5, failure_seeds=200),
+}
+
+
 def config(scale: str) -> Config:
-    """Presets: ``tiny`` (seconds), ``quick`` (the notebook), ``paper`` (larger n, more seeds)."""
-    runtime.check_scale(scale)
-    if scale == "tiny":
-        return Config(d=6, n_experts=2, sample_sizes=(2_000, 8_000, 32_000), seeds=2, adam_max_n=2_000,
-                      adam_steps=200, em_max_iter=50, panel_sizes=(4_000, 64_000), panel_seeds=2, failure_seeds=4,
-                      regimes=(Regime("n/d = 50", 6, 2, 300), Regime("collapsed start", 6, 2, 1_000, True)))
-    if scale == "quick":
-        return Config()
-    return Config(sample_sizes=(1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000), seeds=10,
-                  adam_max_n=100_000, adam_steps=1_500, panel_sizes=(10_000, 100_000, 1_000_000, 4_000_000),
-                  panel_seeds=5, failure_seeds=200)
-
-
-def normalise(a: torch.Tensor) -> torch.Tensor:
-    return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    """The ``tiny`` / ``quick`` / ``paper`` preset (:data:`PRESETS`)."""
+    return PRESETS[runtime.check_scale(scale)]
 
 
 def errors(a_hat, w_hat, a_true, w_true) -> tuple[np.ndarray, np.ndarray]:
     """Per seed: regressor error min_pi ||A_hat[pi] - A|| (unit rows) and the gating error under the same
     permutation, after re-centring the estimate on the row matched to the reference expert."""
-    a_hat, a_true = normalise(a_hat).cpu().numpy(), a_true.cpu().numpy()
+    a_hat, a_true = unit(a_hat).cpu().numpy(), a_true.cpu().numpy()
     err_a, err_w = [], []
     for s in range(a_true.shape[0]):  # post-processing (assignment problems), not a hot path
-        cost = ((a_hat[s][:, None] - a_true[s][None]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
-        err_a.append(float(np.sqrt(cost[rows, cols].sum())))
+        err, perm = permutation_match(a_hat[s], a_true[s])  # perm[i]: estimated row matched to true expert i
+        err_a.append(err)
         if w_hat is not None:
-            perm = rows[np.argsort(cols)]  # perm[i]: estimated row matched to true expert i
             w = w_hat[s].cpu().numpy()[perm]
             err_w.append(float(np.linalg.norm(w - w[-1] - w_true[s].cpu().numpy())))
     return np.array(err_a), np.array(err_w) if w_hat is not None else None
 
 
 def slope(ns, errs) -> float:
-    """Least-squares slope of log(median error) against log n."""
-    return float(np.polyfit(np.log(np.asarray(ns, float)), np.log(np.median(errs, axis=-1)), 1)[0])
+    """Least-squares slope of log(median error over seeds, the last axis) against log n."""
+    return loglog_slope(ns, np.median(errs, axis=-1))
 
 
 @dataclass
 class Result:
     config: Config
-    device: str
+    device: str  # where it ran (not in metrics(): the report records it)
     sweep: dict  # method -> {"err_a": (len(n), seeds), "err_w": ..., "n": [...]}
     panel: dict  # "orthogonal"/"not orthogonal" -> (len(panel n), panel seeds) tensor errors
     failures: list  # one dict per regime
     constants: dict  # nonlinearity -> sigma -> {"package": ..., "independent": ..., "route": ...}
-    timings: dict  # seconds per stage
-    elapsed_s: float
+    timings: dict  # seconds per stage (not in metrics(): a run's time is its report's)
+    elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
 
     def metrics(self) -> dict:
         def tolist(v):
@@ -170,9 +168,6 @@ class Result:
             "panel_sizes": list(self.config.panel_sizes),
             "failures": self.failures,
             "constants": self.constants,
-            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
-            "elapsed_s": round(self.elapsed_s, 2),
-            "device": self.device,
         }
 
 
@@ -182,9 +177,9 @@ def _sweep(cfg: Config, dev, gen, progress) -> dict:
     out = {m: {"n": [], "err_a": [], "err_w": []} for m in names}
     k, d, sig, it, tol = cfg.n_experts, cfg.d, cfg.noise_std, cfg.em_max_iter, cfg.em_tol
     for n in runtime.progress(cfg.sample_sizes, desc="error vs n", enabled=progress):
-        a, w = (t.to(dev) for t in random_parameters(cfg.seeds, d, k, cfg.gating_norm, gen))
+        a, w = (t.to(dev) for t in random_parameters(cfg.n_seeds, d, k, cfg.gating_norm, gen))
         x, y = sample_batch(n, a, w, "linear", sig, gen)
-        a0, w0 = (t.to(dev) for t in random_start(cfg.seeds, k, d, gen))
+        a0, w0 = (t.to(dev) for t in random_start(cfg.n_seeds, k, d, gen))
         a_tensor = tensor.estimate_regressors(x, y, k, "linear", sig, generator=gen)["regressors"]
         fits = {
             "tensor": (a_tensor, None),
@@ -257,21 +252,23 @@ def _constants() -> dict:
     return out
 
 
-def run(cfg: Config, device="auto", progress: bool = False) -> Result:
+def run(config: Config, device="auto", progress: bool = False) -> Result:
+    """The error-vs-n sweep, the orthogonality panel and the hard regimes (one random stream, seeds batched), then
+    the transform constants by two routes."""
     dev = runtime.resolve_device(device)
-    runtime.seed_everything(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    runtime.seed_everything(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
     start, timings = time.perf_counter(), {}
     stages = (("sweep", _sweep), ("panel", _panel), ("failures", _failures))
     results = {}
     for name, fn in stages:
         t0 = time.perf_counter()
-        results[name] = fn(cfg, dev, gen, progress)
+        results[name] = fn(config, dev, gen, progress)
         timings[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     constants = _constants()
     timings["constants"] = time.perf_counter() - t0
-    return Result(cfg, runtime.device_description(dev), results["sweep"], results["panel"], results["failures"],
+    return Result(config, runtime.device_description(dev), results["sweep"], results["panel"], results["failures"],
                   constants, timings, time.perf_counter() - start)
 
 

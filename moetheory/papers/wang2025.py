@@ -21,7 +21,7 @@ import torch
 
 from moetheory import ledger, runtime
 from moetheory.bounds import moe_parameters
-from moetheory.checks import check_float, check_int
+from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.data import manifolds
 from moetheory.deep_moe import (
     DenseNet,
@@ -32,6 +32,7 @@ from moetheory.deep_moe import (
     train_regression,
 )
 from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope
 from moetheory.papers import Paper
 
 # Experiment I and II "test errors" of the paper's Tables 3 and 4 (Appendix C, not available) as given in
@@ -57,6 +58,13 @@ PROVENANCE = {  # claim id -> (provenance, source)
 }
 
 
+STEPS = ("construction", "exp1", "exp2", "jump", "spiral")
+# Seeds of a run with Config.seed = s (s = 0 reproduces the recorded runs): training inputs s + 1; the random
+# embedding of the circle and the eq. (4) target s; the spiral's pieces s + 7; step i of STEPS seeds python, numpy
+# and torch (initialisation, minibatches) with s * len(STEPS) + i, so that no two runs share a stream.
+MAX_RUN_SEED = (MAX_SEED - len(STEPS) + 1) // len(STEPS)
+
+
 def provenance_of(claim_id: str, config: dict | None = None) -> dict:
     """``provenance`` and ``source`` of a wang2025 claim (``config`` is not needed)."""
     return ledger.provenance_entry(PROVENANCE, claim_id)
@@ -64,7 +72,8 @@ def provenance_of(claim_id: str, config: dict | None = None) -> dict:
 
 @dataclass(frozen=True)
 class Config:
-    seeds: int = 3  # independent initialisations per model, trained in one batched step
+    n_seeds: int = 3  # independent initialisations per model, trained in one batched step
+    seed: int = 0  # base seed: data, embedding, targets, initialisation and minibatches (0: the recorded runs)
     lr: float = 1e-3  # Adam learning rate (the paper's)
     batch_size: int = 128  # minibatch per slot (the paper's)
     n_train: int = 8192  # training points (the paper's count is not stated in the main text)
@@ -87,7 +96,8 @@ class Config:
     test_points: int = 8192  # test grid size on curves (circle, interval, spiral)
 
     def __post_init__(self):
-        check_int("seeds", self.seeds, 1, 64)
+        check_int("n_seeds", self.n_seeds, 1, 64)
+        check_int("seed", self.seed, 0, MAX_RUN_SEED)
         check_float("lr", self.lr, 0.0, 1.0, low_open=True)
         for name in ("batch_size", "exp1_width", "exp1_experts", "jump_width", "spiral_width", "exp2_grid"):
             check_int(name, getattr(self, name), 1)
@@ -105,17 +115,21 @@ class Config:
                                  f"got {values!r}")
 
 
+PRESETS = {
+    # seconds: unit tests
+    "tiny": Config(n_seeds=2, n_train=512, construction_experts=(4, 8), construction_widths=(8, 16),
+                   exp1_dims=(4, 16, 64), exp1_iterations=30, exp2_widths=(4, 8), exp2_iterations=30, exp2_grid=30,
+                   jump_iterations=30, spiral_iterations=30, test_points=512),
+    "quick": Config(n_seeds=2),  # the notebook
+    # the paper's widths, D and iterations
+    "paper": Config(n_seeds=5, exp1_dims=(16, 32, 64, 128), exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
+                    spiral_width=32, spiral_iterations=2000),
+}
+
+
 def config(scale: str) -> Config:
-    """``tiny`` (unit tests), ``quick`` (the notebook) or ``paper`` (the paper's widths, D and iterations)."""
-    scale = runtime.check_scale(scale)
-    if scale == "tiny":
-        return Config(seeds=2, n_train=512, construction_experts=(4, 8), construction_widths=(8, 16),
-                      exp1_dims=(4, 16, 64), exp1_iterations=30, exp2_widths=(4, 8), exp2_iterations=30,
-                      exp2_grid=30, jump_iterations=30, spiral_iterations=30, test_points=512)
-    if scale == "quick":
-        return Config(seeds=2)
-    return Config(seeds=5, exp1_dims=(16, 32, 64, 128), exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
-                  spiral_width=32, spiral_iterations=2000)
+    """The ``tiny`` / ``quick`` / ``paper`` preset (:data:`PRESETS`)."""
+    return PRESETS[runtime.check_scale(scale)]
 
 
 @dataclass
@@ -151,8 +165,8 @@ def _fit(model, X, y, iterations, cfg, dev, gen):
 
 def run_construction(cfg: Config) -> np.ndarray:
     """L-infinity errors ``(E, m)`` of Corollary 4.9's MoE on a grid of the circle in R^D (CPU, untrained)."""
-    X, y, _ = manifolds.sample_circle(cfg.test_points, cfg.construction_dim, grid=True)
-    emb = manifolds.random_embedding(2, cfg.construction_dim)
+    X, y, _ = manifolds.sample_circle(cfg.test_points, cfg.construction_dim, embedding_seed=cfg.seed, grid=True)
+    emb = manifolds.random_embedding(2, cfg.construction_dim, cfg.seed)
     out = np.zeros((len(cfg.construction_experts), len(cfg.construction_widths)))
     with torch.no_grad():
         for i, e in enumerate(cfg.construction_experts):
@@ -166,15 +180,15 @@ def run_exp1(cfg: Config, dev, gen) -> dict:
     """Experiment I: 1-4-MoE vs dense nets matched on active / total parameters, for each ambient D."""
     out = {"moe": [], "dense_active": [], "dense_total": [], "width_active": [], "width_total": []}
     for D in cfg.exp1_dims:
-        X, y, _ = manifolds.sample_circle(cfg.n_train, D, seed=1)
-        Xt, yt, _ = manifolds.sample_circle(cfg.test_points, D, grid=True)
+        X, y, _ = manifolds.sample_circle(cfg.n_train, D, seed=cfg.seed + 1, embedding_seed=cfg.seed)
+        Xt, yt, _ = manifolds.sample_circle(cfg.test_points, D, embedding_seed=cfg.seed, grid=True)
         X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
-        moe = _fit(StackedMoE(D, cfg.exp1_experts, [cfg.exp1_width] * cfg.seeds), X, y, cfg.exp1_iterations,
+        moe = _fit(StackedMoE(D, cfg.exp1_experts, [cfg.exp1_width] * cfg.n_seeds), X, y, cfg.exp1_iterations,
                    cfg, dev, gen)
         count = moe_parameters(D + 2, cfg.exp1_experts, cfg.exp1_width)
         w_act, w_tot = (max(1, round((count[key] - 1) / (D + 2))) for key in ("active", "total"))
-        dense = _fit(DenseNet(D, [w_act] * cfg.seeds + [w_tot] * cfg.seeds), X, y, cfg.exp1_iterations, cfg, dev,
-                     gen)
+        dense = _fit(DenseNet(D, [w_act] * cfg.n_seeds + [w_tot] * cfg.n_seeds), X, y, cfg.exp1_iterations, cfg,
+                     dev, gen)
         r_moe, r_dense = evaluate(moe, Xt, yt), _errors(evaluate(dense, Xt, yt), 2)
         out["moe"].append(r_moe)
         out["dense_active"].append((r_dense["linf"][0], r_dense["mse"][0]))
@@ -194,7 +208,7 @@ def run_exp2(cfg: Config, dev, gen) -> tuple[dict, dict]:
     Deep (2 x 3, serial) and parallel (2 x 3, no composition) share one batched model; a dense net matched on the
     deep MoE's total parameters; the 1-6-MoE on the sum target only (the paper's comparison).
     """
-    widths, s = list(cfg.exp2_widths), cfg.seeds
+    widths, s = list(cfg.exp2_widths), cfg.n_seeds
     slots = [w for w in widths for _ in range(s)]  # (widths x seeds)
     deep_total = [moe_parameters(4, 3, w, n_layers=2)["total"] for w in widths]
     dense_w = [max(1, round((t - 1) / 4)) for t in deep_total]  # dense 2 -> w -> 1 has 4w + 1 parameters
@@ -202,8 +216,8 @@ def run_exp2(cfg: Config, dev, gen) -> tuple[dict, dict]:
               "dense": [4 * w + 1 for w in dense_w], "dense_width": dense_w}
     out = {}
     for kind in ("sum", "product"):
-        X, y = manifolds.sample_cube(cfg.n_train, 3, 2, kind, seed=1)
-        Xt, yt = manifolds.cube_grid(cfg.exp2_grid, 3, 2, kind)
+        X, y = manifolds.sample_cube(cfg.n_train, 3, 2, kind, seed=cfg.seed + 1, target_seed=cfg.seed)
+        Xt, yt = manifolds.cube_grid(cfg.exp2_grid, 3, 2, kind, target_seed=cfg.seed)
         X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
         both = StackedMoE(2, 3, slots * 2, n_layers=2, stack=["serial"] * len(slots) + ["parallel"] * len(slots))
         deep_par = _errors(evaluate(_fit(both, X, y, cfg.exp2_iterations, cfg, dev, gen), Xt, yt), 2)
@@ -221,51 +235,46 @@ def run_exp2(cfg: Config, dev, gen) -> tuple[dict, dict]:
 
 def run_jump(cfg: Config, dev, gen) -> dict:
     """A 2-expert MoE against a dense ReLU net with the MoE's total parameter count, on sin(3x) + J 1[x >= 0]."""
-    X, y = manifolds.sample_jump(cfg.n_train, cfg.jump, seed=1)
+    X, y = manifolds.sample_jump(cfg.n_train, cfg.jump, seed=cfg.seed + 1)
     Xt, yt = manifolds.sample_jump(cfg.test_points, cfg.jump, grid=True)
     X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
-    moe = _fit(StackedMoE(1, 2, [cfg.jump_width] * cfg.seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
+    moe = _fit(StackedMoE(1, 2, [cfg.jump_width] * cfg.n_seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
     width = round((moe_parameters(3, 2, cfg.jump_width)["total"] - 1) / 3)  # dense 1 -> w -> 1: 3w + 1
-    dense = _fit(DenseNet(1, [width] * cfg.seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
+    dense = _fit(DenseNet(1, [width] * cfg.n_seeds), X, y, cfg.jump_iterations, cfg, dev, gen)
     return {"moe": _errors(evaluate(moe, Xt, yt), 1), "dense": _errors(evaluate(dense, Xt, yt), 1),
             "dense_width": width}
 
 
 def run_spiral(cfg: Config, dev, gen) -> dict:
     """Spiral arcs: 1 layer with a linear gate, 1 layer with an MLP gate, 2 layers with linear gates."""
-    X, y, _ = manifolds.sample_spiral(cfg.n_train, cfg.spiral_pieces, seed=1)
-    Xt, yt, _ = manifolds.sample_spiral(cfg.test_points, cfg.spiral_pieces, grid=True)
+    pieces = cfg.spiral_pieces
+    X, y, _ = manifolds.sample_spiral(cfg.n_train, pieces, seed=cfg.seed + 1, target_seed=cfg.seed + 7)
+    Xt, yt, _ = manifolds.sample_spiral(cfg.test_points, pieces, target_seed=cfg.seed + 7, grid=True)
     X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
-    slots, e = [cfg.spiral_width] * cfg.seeds, cfg.spiral_pieces
+    slots, e = [cfg.spiral_width] * cfg.n_seeds, pieces
     models = {"linear_gate": StackedMoE(2, e, slots), "mlp_gate": StackedMoE(2, e, slots, gate="mlp"),
               "two_layers": StackedMoE(2, e, slots, n_layers=2)}
     return {k: _errors(evaluate(_fit(m, X, y, cfg.spiral_iterations, cfg, dev, gen), Xt, yt), 1)
             for k, m in models.items()}
 
 
-def run(cfg: Config, device="auto", progress: bool = False) -> Result:
+def run(config: Config, device="auto", progress: bool = False) -> Result:
     """All five experiments; seeds are batched in a slot axis, every model type trained once per setting."""
     dev = runtime.resolve_device(device)
-    steps = ("construction", "exp1", "exp2", "jump", "spiral")
-    result = Result(config=cfg, construction_linf=np.zeros(0))
-    for step in runtime.progress(steps, desc="wang2025", enabled=progress):
-        gen = runtime.seed_everything(steps.index(step))
+    result = Result(config=config, construction_linf=np.zeros(0))
+    for i, step in enumerate(runtime.progress(STEPS, desc="wang2025", enabled=progress)):
+        gen = runtime.seed_everything(config.seed * len(STEPS) + i)
         if step == "construction":
-            result.construction_linf = run_construction(cfg)
+            result.construction_linf = run_construction(config)
         elif step == "exp1":
-            result.exp1 = run_exp1(cfg, dev, gen)
+            result.exp1 = run_exp1(config, dev, gen)
         elif step == "exp2":
-            result.exp2, result.exp2_params = run_exp2(cfg, dev, gen)
+            result.exp2, result.exp2_params = run_exp2(config, dev, gen)
         elif step == "jump":
-            result.jump = run_jump(cfg, dev, gen)
+            result.jump = run_jump(config, dev, gen)
         else:
-            result.spiral = run_spiral(cfg, dev, gen)
+            result.spiral = run_spiral(config, dev, gen)
     return result
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
 def construction_slopes(result: Result) -> dict:
