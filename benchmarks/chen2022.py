@@ -1,8 +1,8 @@
 """Time one full-batch training epoch of Chen et al.'s cubic MoE on S1 (16,000 examples), one CPU thread.
 
-ours: :mod:`moetheory.patch_moe` with ``--seeds`` runs batched in one step, top-1 dispatch by sort, the patch CNN
-computed on blocks of tiles gathered just in time (reported per seed; one epoch of ``train_moe``, everything it
-does per epoch included, the final evaluation excluded).
+ours: :mod:`moetheory.papers.chen2022.patch_moe` with ``--seeds`` runs batched in one step, top-1 dispatch by
+sort, the patch CNN computed on blocks of tiles gathered just in time (reported per seed; one epoch of
+``train_moe``, everything it does per epoch included, the final evaluation excluded).
 
 reference: a plain implementation of the official maths for one run: eight
 ``Conv1d(1, 16, 50, stride=50)`` experts evaluated on every row in a Python loop, the linear router on the patch
@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from moetheory import patch_moe, runtime
+from moetheory import runtime
 from moetheory.data import make_chen_clusters
+from moetheory.papers.chen2022 import patch_moe
 
 
 class ReferenceMoE(nn.Module):

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -72,7 +72,7 @@ def environment(dev: torch.device, args) -> dict:
     pin = pinned_torch()
     return {
         "script": "benchmarks/gpu_check.py",
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": runtime.device_description(dev),
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "torch": {"version": torch.__version__, "cuda": torch.version.cuda, "pinned": pin,

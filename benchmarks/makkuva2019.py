@@ -11,11 +11,12 @@ import time
 
 import torch
 
-from moetheory import runtime, tensor
+from moetheory import runtime
 from moetheory.data import sample_gated_moe
-from moetheory.data.gated_moe import random_parameters
-from moetheory.estimators import TensorEM
 from moetheory.metrics import permutation_error
+from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019.estimator import TensorEM
+from moetheory.papers.makkuva2019.gated_moe import random_parameters
 
 
 def main() -> None:
@@ -27,11 +28,11 @@ def main() -> None:
     a, w = random_parameters(1, 10, 3, 2.0, torch.Generator().manual_seed(0))
     a, w = a[0].numpy(), w[0].numpy()
     x, y = sample_gated_moe(args.n, a, w, "linear", 0.1, 0)
-    tensor.transform_constants("linear", 0.1)  # SymPy once (cached), as in any session that fits twice
+    moments.transform_constants("linear", 0.1)  # SymPy once (cached), as in any session that fits twice
     fit_s, fit_cpu_s, tensor_s, errs, iters = [], [], [], [], []
     for rep in range(args.repeats):
         t0 = time.perf_counter()
-        tensor.estimate_regressors(torch.from_numpy(x)[None], torch.from_numpy(y)[None], 3, "linear", 0.1,
+        moments.estimate_regressors(torch.from_numpy(x)[None], torch.from_numpy(y)[None], 3, "linear", 0.1,
                                    generator=torch.Generator().manual_seed(rep))
         tensor_s.append(time.perf_counter() - t0)
         t0, c0 = time.perf_counter(), time.process_time()

@@ -1,7 +1,8 @@
 """Activations and expert links by name: one registry for every chapter.
 
 - :data:`ACTIVATIONS`: the elementwise torch nonlinearities of experts (the primer's MLP experts, Wang & E's nets,
-  Chen et al.'s patch CNNs, whose fused in-place kernels :data:`moetheory.patch_moe.ACTIVATE` cover the same names);
+  Chen et al.'s patch CNNs, whose fused in-place kernels :data:`moetheory.papers.chen2022.patch_cnn.ACTIVATE` cover
+  the same names);
 - :data:`LINKS`: the expert links ``g`` of Makkuva et al.'s gated MoE, a subset of :data:`ACTIVATIONS`, with their
   derivatives (:func:`link_derivative`) and NumPy twins (:func:`numpy_link`);
 - :data:`HERMITE_ACTIVATIONS`: students given by their Hermite coefficients (Kawata et al.), evaluated with their

@@ -5,21 +5,22 @@ import pytest
 import sympy as sp
 import torch
 
-from moetheory import activations, hermite, patch_moe
+from moetheory import activations, hermite
+from moetheory.papers.chen2022 import patch_cnn
 
 Z = torch.linspace(-3, 3, 61, dtype=torch.float64)
 
 
 def test_every_nonlinear_activation_has_a_patch_kernel_that_agrees_with_it():
-    assert set(patch_moe.ACTIVATE) == set(activations.ACTIVATIONS) - {"linear"}
-    for name, kernel in patch_moe.ACTIVATE.items():
+    assert set(patch_cnn.ACTIVATE) == set(activations.ACTIVATIONS) - {"linear"}
+    for name, kernel in patch_cnn.ACTIVATE.items():
         z = Z.clone().requires_grad_()
         expected = activations.get_activation(name)(z)
         (grad,) = torch.autograd.grad(expected.sum(), z)
         slope = torch.empty_like(Z)
         value = kernel(Z.clone(), slope)
         torch.testing.assert_close(value, expected.detach())
-        torch.testing.assert_close(slope * patch_moe.SLOPE_SCALE.get(name, 1.0), grad)
+        torch.testing.assert_close(slope * patch_cnn.SLOPE_SCALE.get(name, 1.0), grad)
 
 
 @pytest.mark.parametrize("name", activations.LINKS)

@@ -1,4 +1,4 @@
-"""Tests of moetheory.bounds: each closed form against an independent numerical route."""
+"""Tests of moetheory.papers.wang2025.bounds: each closed form against an independent numerical route."""
 
 import math
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq, linprog, minimize_scalar
 
-from moetheory import bounds
+from moetheory.papers.wang2025 import bounds
 from moetheory.runtime import set_threads
 
 set_threads(1)
@@ -151,8 +151,8 @@ def test_optimal_experts_against_numeric_minimum():
 
 
 def test_parameter_counts_match_models():
-    from moetheory.deep_moe import DenseNet, StackedMoE
     from moetheory.experts import count_parameters
+    from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE
 
     model = StackedMoE(3, 4, [7], n_layers=2)
     assert count_parameters(model) == bounds.moe_parameters(5, 4, 7, n_layers=2)["total"]

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from moetheory import patch_moe, routing, runtime
+from moetheory import routing, runtime
 from moetheory.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.experts import get_activation
 from moetheory.papers import chen2022
+from moetheory.papers.chen2022 import patch_cnn, patch_moe
 
 runtime.set_threads(1)
 
@@ -103,17 +104,17 @@ def test_tiles_hold_each_assignment_once_in_its_own_expert_group(n, seeds, exper
 
 @pytest.mark.parametrize("activation", ["cubic", "relu", "gelu", "tanh", "sigmoid", "linear"])
 def test_blocked_patch_cnn_matches_conv1d_with_gradients(activation, monkeypatch):
-    monkeypatch.setattr(patch_moe, "CHUNK_FLOATS", 64)  # force many row blocks
+    monkeypatch.setattr(patch_cnn, "CHUNK_FLOATS", 64)  # force many row blocks
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 9, 4, 5, generator=g, dtype=torch.double)  # (G, rows, P, d)
     w = torch.randn(2, 5, 6, generator=g, dtype=torch.double, requires_grad=True)
     b = torch.randn(2, 1, 6, generator=g, dtype=torch.double, requires_grad=True)
-    ours = patch_moe.cnn_logits(x, w, b, activation)
+    ours = patch_cnn.cnn_logits(x, w, b, activation)
     readout = torch.randn(6, 1, generator=g, dtype=torch.double)
     if activation != "linear":  # the read-out form on gathered rows, as the MoE calls it
         wg, bg = w.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
         source = torch.arange(18).flip(0)  # group g, row r <- x.view(18, 4, 5)[17 - (9 g + r)]
-        gathered = patch_moe.PatchActivationSum.apply(x.reshape(18, 4, 5), wg, bg, activation, source, readout)
+        gathered = patch_cnn.PatchActivationSum.apply(x.reshape(18, 4, 5), wg, bg, activation, source, readout)
     upstream = torch.randn(ours.shape, generator=g, dtype=torch.double)
     (ours * upstream).sum().backward()
     act = (lambda t: t**3) if activation == "cubic" else get_activation(activation)
@@ -150,11 +151,11 @@ def test_single_models_side_by_side_match_each_seed_alone(activation):
     x = torch.randn(7, 4, 5, generator=g, dtype=torch.double)
     w = torch.randn(3, 5, 6, generator=g, dtype=torch.double)
     b = torch.randn(3, 1, 6, generator=g, dtype=torch.double)
-    together = patch_moe.single_logits(x, w, b, activation)  # (S, n, 2)
-    alone = torch.stack([patch_moe.cnn_logits(x.unsqueeze(0), w[s:s + 1], b[s:s + 1], activation)[0] for s in range(3)])
+    together = patch_cnn.single_logits(x, w, b, activation)  # (S, n, 2)
+    alone = torch.stack([patch_cnn.cnn_logits(x.unsqueeze(0), w[s:s + 1], b[s:s + 1], activation)[0] for s in range(3)])
     torch.testing.assert_close(together, alone)
     if activation == "linear":  # given the patch sums and the true number of patches
-        summed = patch_moe.single_logits(x.sum(1, keepdim=True), w, b, activation, n_patches=4)
+        summed = patch_cnn.single_logits(x.sum(1, keepdim=True), w, b, activation, n_patches=4)
         torch.testing.assert_close(summed, alone)
 
 
@@ -203,7 +204,7 @@ def test_moe_forward_equals_every_expert_on_every_row(small, activation):
     model.generator.set_state(state)
     again = model.router(x.sum(1).expand(2, -1, -1), generator=model.generator)
     assert torch.equal(again.index, route.index)
-    every = patch_moe.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), activation)
+    every = patch_cnn.cnn_logits(x.unsqueeze(0), model.weight.view(6, 50, 4), model.bias.view(6, 1, 4), activation)
     dense = routing.dense_combine(every.view(2, 3, 64, 2), again)
     reference = dense[..., 1] - dense[..., 0]
     torch.testing.assert_close(margin, reference)

@@ -8,8 +8,10 @@ import pytest
 import sympy as sp
 import torch
 
-from moetheory import ledger, patch_moe, runtime, tensor
+from moetheory import ledger, runtime
 from moetheory.papers import chen2022, hermite, kawata2025, makkuva2019, wang2025
+from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.makkuva2019 import moments
 
 runtime.set_threads(1)
 
@@ -156,7 +158,7 @@ def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0,
              "tensor+EM": {"n": list(cfg.sample_sizes), "err_a": law(ns, -0.5), "err_w": em_ratio * 0.01 * gating},
              "EM given A": {"n": list(cfg.sample_sizes), "err_a": law(ns, -0.5), "err_w": 0.01 * gating}}
     panel = {"orthogonal": law(cfg.panel_sizes, orth_rate), "not orthogonal": law(cfg.panel_sizes, free_rate)}
-    values = {k: 1.0 + i for i, k in enumerate(tensor.CONSTANTS)}
+    values = {k: 1.0 + i for i, k in enumerate(moments.CONSTANTS)}
     constants = {g: {"0.1": {"package": dict(values), "independent": dict(values)}} for g in ("linear", "relu")}
     constants["relu"]["0.1"]["package"]["c3"] += constant_gap * values["c3"]
     return makkuva2019.Result(cfg, "cpu", sweep, panel, [], constants, {}, 0.0)

@@ -160,7 +160,7 @@ def test_git_revision_is_taken_when_the_run_starts(capsys, toy_registry, registe
 
 
 def crashing(config, device="auto", progress=False):
-    from moetheory.data import manifolds
+    from moetheory.papers.wang2025 import manifolds
 
     return manifolds.sample_jump(1)  # fails deep inside the package, after validation
 
@@ -176,8 +176,9 @@ def test_failed_run_is_one_line_exit_3_and_the_other_papers_still_report(capsys,
     code, out, err = run(capsys, "reproduce", "broken", "toy", "--scale", "tiny", "--out", str(tmp_path))
     assert code == 3
     lines = [line for line in err.splitlines() if not line.startswith("wrote")]
-    assert len(lines) == 1 and re.fullmatch(r"moetheory: error: broken: moetheory\.data\.manifolds\.sample_jump "
-                                            r"\(line \d+\): ValueError: n must be an integer >= 2; got 1", lines[0])
+    expected = (r"moetheory: error: broken: moetheory\.papers\.wang2025\.manifolds\.sample_jump \(line \d+\): "
+                r"ValueError: n must be an integer >= 2; got 1")
+    assert len(lines) == 1 and re.fullmatch(expected, lines[0])
     assert "Traceback" not in err
     assert "toy/mean-above" in out and load_report("toy", "tiny", tmp_path) is not None  # finished work is kept
     assert load_report("broken", "tiny", tmp_path) is None

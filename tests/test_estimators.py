@@ -10,9 +10,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from moetheory import runtime
 from moetheory.data import sample_gated_moe
-from moetheory.data.gated_moe import random_parameters
-from moetheory.estimators import TensorEM
 from moetheory.metrics import permutation_error
+from moetheory.papers.makkuva2019.estimator import TensorEM
+from moetheory.papers.makkuva2019.gated_moe import random_parameters
 
 runtime.set_threads(1)
 

@@ -1,4 +1,5 @@
-"""Tests of moetheory.gated_em (the makkuva2019 chapter's EM and Adam): each step against an independent route.
+"""Tests of moetheory.papers.makkuva2019.gated_em (the makkuva2019 chapter's EM and Adam): each step against an
+independent route.
 
 The gating step's gradient and Hessian against torch.autograd of the objective written out here; EM's likelihood
 never decreasing on a sampled gated MoE; the linear regressor step against weighted least squares by
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from moetheory import gated_em, runtime
-from moetheory.data.gated_moe import random_parameters, sample_batch
+from moetheory import runtime
+from moetheory.papers.makkuva2019 import gated_em
+from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
 runtime.set_threads(1)
 F64 = torch.float64

@@ -14,7 +14,7 @@ CONTRACT = ("sample_gated_moe", "make_chen_clusters", "make_cluster_problem", "s
 
 @pytest.mark.parametrize("name", sorted(data.EXPORTS))
 def test_each_export_is_its_submodules_public_name(name):
-    module = importlib.import_module(f"moetheory.data.{data.EXPORTS[name]}")
+    module = importlib.import_module(data.EXPORTS[name])
     assert name in module.__all__
     assert getattr(data, name) is getattr(module, name)
 

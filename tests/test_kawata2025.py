@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from numpy.polynomial import hermite_e
 
 from moetheory import hermite, runtime
-from moetheory import single_index_moe as SIM
 from moetheory.activations import hermite_activation
 from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
 from moetheory.papers import kawata2025 as K
-from moetheory.single_index_moe import chance_level, prune
+from moetheory.papers.kawata2025 import model as SIM
+from moetheory.papers.kawata2025.model import chance_level, prune
 
 runtime.set_threads(1)
 IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap",

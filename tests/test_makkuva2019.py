@@ -10,33 +10,34 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moetheory import runtime, tensor
+from moetheory import runtime
 from moetheory.data import sample_gated_moe
-from moetheory.data.gated_moe import random_parameters, sample_batch
 from moetheory.papers import makkuva2019 as paper
+from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
 runtime.set_threads(1)
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.5])
 def test_linear_constants_are_exact(sigma):
-    exact = tensor.symbolic_constants("linear")
+    exact = moments.symbolic_constants("linear")
     s = sp.Symbol("sigma", positive=True)
     assert exact["alpha"] == 0 and exact["gamma"] == 0 and exact["c3"] == 6 and exact["c2"] == 2
     assert sp.simplify(exact["beta"] + 3 * (1 + s**2)) == 0
-    quad = tensor.transform_constants("linear", sigma, "quad")
+    quad = moments.transform_constants("linear", sigma, "quad")
     assert quad["beta"] == pytest.approx(-3 * (1 + sigma**2), abs=1e-9)
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.5])
 def test_relu_exact_matches_quadrature_and_sigmoid_routes_agree(sigma):
-    exact = tensor.transform_constants("relu", sigma, "exact")
-    quad = tensor.transform_constants("relu", sigma, "quad")
-    assert all(exact[k] == pytest.approx(quad[k], rel=1e-8, abs=1e-10) for k in tensor.CONSTANTS)
+    exact = moments.transform_constants("relu", sigma, "exact")
+    quad = moments.transform_constants("relu", sigma, "quad")
+    assert all(exact[k] == pytest.approx(quad[k], rel=1e-8, abs=1e-10) for k in moments.CONSTANTS)
     assert exact["gamma"] == pytest.approx(-2 * math.sqrt(2 / math.pi))
-    gh = tensor.transform_constants("sigmoid", sigma, "gauss-hermite")
-    quad = tensor.transform_constants("sigmoid", sigma, "quad")
-    assert all(gh[k] == pytest.approx(quad[k], rel=1e-8, abs=1e-10) for k in tensor.CONSTANTS)
+    gh = moments.transform_constants("sigmoid", sigma, "gauss-hermite")
+    quad = moments.transform_constants("sigmoid", sigma, "quad")
+    assert all(gh[k] == pytest.approx(quad[k], rel=1e-8, abs=1e-10) for k in moments.CONSTANTS)
 
 
 @pytest.mark.parametrize("g", ["linear", "sigmoid", "relu"])
@@ -48,8 +49,8 @@ def test_transform_kills_low_order_terms_monte_carlo(g):
     link = {"linear": lambda t: t, "sigmoid": lambda t: 1 / (1 + np.exp(-t)),
             "relu": lambda t: np.maximum(t, 0)}[g]
     y = link(z) + sigma * rng.standard_normal(n)
-    c = tensor.transform_constants(g, sigma)
-    s3, s2 = (t.numpy() for t in tensor.output_transforms(torch.from_numpy(y), c))
+    c = moments.transform_constants(g, sigma)
+    s3, s2 = (t.numpy() for t in moments.output_transforms(torch.from_numpy(y), c))
     for values, target in ((s3 * z, 0.0), (s3 * (z**2 - 1), 0.0), (s3 * (z**3 - 3 * z), c["c3"]),
                            (s2 * z, 0.0), (s2 * (z**2 - 1), c["c2"])):
         assert abs(values.mean() - target) < 5 * values.std() / math.sqrt(n)
@@ -60,8 +61,8 @@ def test_population_moments_match_formula():
     gen = torch.Generator().manual_seed(3)
     a, w = random_parameters(1, 6, 3, 2.0, gen)
     x, y = sample_batch(400_000, a, w, "linear", 0.1, gen)
-    c = tensor.transform_constants("linear", 0.1)
-    t2 = tensor.second_moment(x, tensor.output_transforms(y, c)[1])[0]
+    c = moments.transform_constants("linear", 0.1)
+    t2 = moments.second_moment(x, moments.output_transforms(y, c)[1])[0]
     p = torch.softmax(x @ w.transpose(1, 2), -1).mean(1)[0]
     expected = c["c2"] * (a[0].T * p) @ a[0]
     assert torch.linalg.norm(t2 - expected) < 0.05 * torch.linalg.norm(expected)
@@ -73,7 +74,7 @@ def test_power_method_matches_eigendecomposition_in_orthogonal_case():
     q, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
     lam = torch.tensor([3.0, 2.5, -2.0, 1.5, 1.0], dtype=torch.float64)
     t = torch.einsum("r,ri,rj,rl->ijl", lam, q, q, q)[None]
-    got_lam, got_v = tensor.power_method(t, generator=gen)
+    got_lam, got_v = moments.power_method(t, generator=gen)
     # Jennrich: T(I, I, u) = Q diag(lam * Q u) Q^T has the components as eigenvectors
     u = torch.randn(k, generator=gen, dtype=torch.float64)
     _, evecs = torch.linalg.eigh(torch.einsum("ijl,l->ij", t[0], u))
@@ -96,7 +97,7 @@ def test_whitened_tensor_equals_dense_contraction():
            + torch.einsum("nl,ij->nijl", x0, eye))
     dense = torch.einsum("n,nijl->ijl", s3[0], cube - sym) / n
     expected = torch.einsum("ijl,ia,jb,lc->abc", dense, m[0], m[0], m[0])
-    assert torch.allclose(tensor.whitened_third_moment(x, s3, m)[0], expected, atol=1e-10)
+    assert torch.allclose(moments.whitened_third_moment(x, s3, m)[0], expected, atol=1e-10)
 
 
 @settings(max_examples=10, deadline=None, derandomize=True)
@@ -108,7 +109,7 @@ def test_tensor_method_recovers_regressors(k, seed):
     gen = torch.Generator().manual_seed(seed)
     a, w = random_parameters(1, 6, k, 1.0, gen)
     x, y = sample_batch(60_000, a, w, "linear", 0.1, gen)
-    est = tensor.estimate_regressors(x, y, k, "linear", 0.1, generator=gen)["regressors"]
+    est = moments.estimate_regressors(x, y, k, "linear", 0.1, generator=gen)["regressors"]
     err = paper.errors(est, None, a, w)[0][0]
     assert err < 0.6  # error ~ n^(-1/2) with a large constant; tight recovery is the slope claim's job
 

@@ -34,3 +34,23 @@ def test_requirements_are_pinned():
 def test_mathjax_is_committed_not_ignored():
     assert (ROOT / "_mathjax/_static/mathjax/tex-mml-chtml.js").is_file()
     assert "_mathjax" not in (ROOT / ".gitignore").read_text()
+
+
+def test_modules_stay_small():
+    """STYLE.md: modules under about 400 lines (a module that grows past it is split by what it holds)."""
+    sizes = {p.relative_to(ROOT): len(p.read_text().splitlines()) for p in (ROOT / "moetheory").rglob("*.py")}
+    assert not {p: n for p, n in sizes.items() if n > 400}
+
+
+def test_public_contract_is_importable():
+    """The names ../shared/DESIGN.md promises, whatever the package's layout."""
+    from moetheory import hermite
+    from moetheory.data import make_chen_clusters, make_cluster_problem, sample_clusters, sample_gated_moe
+    from moetheory.estimators import TensorEM
+    from moetheory.metrics import dispatch_entropy
+
+    assert callable(hermite.hermite_coefficients) and callable(hermite.information_exponent)
+    assert callable(hermite.hermite_coefficients_numeric)
+    assert all(callable(f) for f in (make_chen_clusters, make_cluster_problem, sample_clusters, sample_gated_moe,
+                                     dispatch_entropy))
+    assert hasattr(TensorEM, "fit") and hasattr(TensorEM, "predict")

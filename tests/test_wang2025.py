@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moetheory import runtime
-from moetheory.data import manifolds
-from moetheory.deep_moe import (
+from moetheory.papers import wang2025
+from moetheory.papers.wang2025 import manifolds
+from moetheory.papers.wang2025.deep_moe import (
     DenseNet,
     StackedMoE,
     circle_state,
@@ -18,7 +19,6 @@ from moetheory.deep_moe import (
     evaluate,
     train_regression,
 )
-from moetheory.papers import wang2025
 
 runtime.set_threads(1)
 CLAIM_IDS = {"wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope", "wang2025/shallow-plateau",

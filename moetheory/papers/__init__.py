@@ -1,4 +1,5 @@
-"""Paper modules and their registry.
+"""The papers, one package each (``moetheory/papers/<paper>/``: the experiment in ``__init__.py``, the paper's
+data and models in its modules), the Hermite chapter's experiment (``hermite.py``), and their registry.
 
 :data:`TITLES` is the registry: every paper module of this package by name, with the one-line title that
 ``moetheory list`` shows. It is a plain list, so that listing the papers imports none of them (no torch), and

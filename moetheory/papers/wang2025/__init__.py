@@ -20,10 +20,13 @@ import numpy as np
 import torch
 
 from moetheory import ledger, runtime
-from moetheory.bounds import moe_parameters
 from moetheory.checks import MAX_SEED, check_float, check_int
-from moetheory.data import manifolds
-from moetheory.deep_moe import (
+from moetheory.ledger import Claim
+from moetheory.metrics import loglog_slope
+from moetheory.papers import Paper
+from moetheory.papers.wang2025 import manifolds
+from moetheory.papers.wang2025.bounds import moe_parameters
+from moetheory.papers.wang2025.deep_moe import (
     DenseNet,
     StackedMoE,
     circle_state,
@@ -31,9 +34,6 @@ from moetheory.deep_moe import (
     evaluate,
     train_regression,
 )
-from moetheory.ledger import Claim
-from moetheory.metrics import loglog_slope
-from moetheory.papers import Paper
 
 # Experiment I and II "test errors" of the paper's Tables 3 and 4 (Appendix C, not available) as given in
 # third-party notes (unverified); the main text was read and gives no number.

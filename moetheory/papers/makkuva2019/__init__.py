@@ -1,6 +1,6 @@
 """Makkuva, Kannan, Viswanath & Oh (2019): consistent estimation of a gated mixture of experts.
 
-Wires the tensor method (:mod:`moetheory.tensor`), gating EM, joint EM and Adam (:mod:`moetheory.gated_em`) into the
+Wires the tensor method (:mod:`.moments`), gating EM, joint EM and Adam (:mod:`.gated_em`) into the
 chapter's experiments (``book/makkuva2019.ipynb``): error against n, the orthogonality assumption panel, and failure
 fractions of random-init EM against tensor initialisation in hard regimes.
 """
@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from moetheory import ledger, runtime, tensor
+from moetheory import ledger, runtime
 from moetheory.checks import MAX_SEED, check_float, check_int
-from moetheory.data.gated_moe import random_parameters, sample_batch
-from moetheory.gated_em import adam_mle, gating_em, joint_em, random_start
 from moetheory.ledger import Claim
 from moetheory.metrics import loglog_slope, permutation_match, unit
 from moetheory.papers import Paper
+from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019.gated_em import adam_mle, gating_em, joint_em, random_start
+from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
 SLOPE_BAND = (-0.7, -0.3)  # tensor-consistency: the issue's band around the n^(-1/2) rate
 GATING_FACTOR = 3.0  # gating-em-recovery: tensor+EM within this factor of EM given the true regressors
@@ -180,7 +181,7 @@ def _sweep(cfg: Config, dev, gen, progress) -> dict:
         a, w = (t.to(dev) for t in random_parameters(cfg.n_seeds, d, k, cfg.gating_norm, gen))
         x, y = sample_batch(n, a, w, "linear", sig, gen)
         a0, w0 = (t.to(dev) for t in random_start(cfg.n_seeds, k, d, gen))
-        a_tensor = tensor.estimate_regressors(x, y, k, "linear", sig, generator=gen)["regressors"]
+        a_tensor = moments.estimate_regressors(x, y, k, "linear", sig, generator=gen)["regressors"]
         fits = {
             "tensor": (a_tensor, None),
             "tensor+EM": (a_tensor, gating_em(x, y, a_tensor, w0, "linear", sig, max_iter=it, tol=tol)[0]),
@@ -209,7 +210,7 @@ def _panel(cfg: Config, dev, gen, progress) -> dict:
             a, w = (t.to(dev) for t in random_parameters(cfg.panel_seeds, cfg.d, cfg.n_experts, cfg.gating_norm,
                                                          gen, overlap))
             x, y = sample_batch(n, a, w, "linear", cfg.noise_std, gen)
-            a_hat = tensor.estimate_regressors(x, y, cfg.n_experts, "linear", cfg.noise_std, generator=gen)
+            a_hat = moments.estimate_regressors(x, y, cfg.n_experts, "linear", cfg.noise_std, generator=gen)
             rows.append(errors(a_hat["regressors"], None, a, w)[0])
             del x, y
         out[label] = np.array(rows)
@@ -225,7 +226,7 @@ def _failures(cfg: Config, dev, gen, progress) -> list:
         a, w = (t.to(dev) for t in random_parameters(s, reg.d, reg.n_experts, cfg.gating_norm, gen))
         x, y = sample_batch(reg.n, a, w, "linear", cfg.noise_std, gen)
         a0, w0 = (t.to(dev) for t in random_start(s, reg.n_experts, reg.d, gen, collapsed=reg.collapsed))
-        a_t = tensor.estimate_regressors(x, y, reg.n_experts, "linear", cfg.noise_std, generator=gen)["regressors"]
+        a_t = moments.estimate_regressors(x, y, reg.n_experts, "linear", cfg.noise_std, generator=gen)["regressors"]
         opts = {"max_iter": cfg.em_max_iter, "tol": cfg.em_tol}
         errs = {
             "random-init EM": errors(joint_em(x, y, a0, w0, "linear", cfg.noise_std, **opts)[0], None, a, w)[0],
@@ -246,8 +247,8 @@ def _constants() -> dict:
     for g, route in (("linear", "quad"), ("sigmoid", "gauss-hermite"), ("relu", "exact")):
         out[g] = {}
         for sigma in (0.1, 0.5):
-            pkg = tensor.transform_constants(g, sigma)
-            ind = tensor.transform_constants(g, sigma, route)
+            pkg = moments.transform_constants(g, sigma)
+            ind = moments.transform_constants(g, sigma, route)
             out[g][str(sigma)] = {"package": pkg, "independent": ind, "route": route}
     return out
 
@@ -279,8 +280,8 @@ def claims(result: Result) -> list[Claim]:
     slope_orth = slope(cfg.panel_sizes, result.panel["orthogonal"])
     slope_free = slope(cfg.panel_sizes, result.panel["not orthogonal"])
     rel = max(abs(c["package"][k] - c["independent"][k]) / max(1.0, abs(c["independent"][k]))
-              for g in result.constants.values() for c in g.values() for k in tensor.CONSTANTS)
-    exact = tensor.symbolic_constants("linear")
+              for g in result.constants.values() for c in g.values() for k in moments.CONSTANTS)
+    exact = moments.symbolic_constants("linear")
     sigma = next(iter(exact["beta"].free_symbols))
     linear_exact = (exact["alpha"] == 0 and (exact["beta"] + 3 * (1 + sigma**2)).expand() == 0
                     and exact["c3"] == 6 and exact["c2"] == 2 and exact["gamma"] == 0)

@@ -2,7 +2,8 @@
 
 The chen2022 chapter. Table 1 (test accuracy and dispatch entropy of single CNNs and top-1 MoEs on the cluster
 data of Definition 3.1), the router learning the cluster centers, and Theorem 4.1's single-expert bound tested on
-the "verify" data. Models and training follow the official code (uclaml/MoE); see :mod:`moetheory.patch_moe`.
+the "verify" data. Models and training follow the official code (uclaml/MoE); see :mod:`.patch_moe` (the models
+and their training), :mod:`.patch_cnn` (the patch CNN's kernels) and :mod:`.data` (Definition 3.1's data).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from moetheory import ledger, patch_moe, runtime
+from moetheory import ledger, runtime
 from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
-from moetheory.data.chen_clusters import CHEN_SETTINGS, make_chen_clusters
 from moetheory.ledger import NOT_RUN, Claim
 from moetheory.papers import Paper
+from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
 
 MOE_MODELS = ("cubic", "linear")  # expert activation: the "nonlinear" and "linear" MoE rows of Table 1
 BOUND_LIMIT = 87.5  # Theorem 4.1: test error >= 1/8 for any sum_p f(x_p) when D_alpha = D_gamma

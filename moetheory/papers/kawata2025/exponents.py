@@ -14,7 +14,7 @@ import sympy as sp
 from moetheory import hermite
 from moetheory.activations import HERMITE_ACTIVATIONS
 from moetheory.checks import check_choice
-from moetheory.data.cluster_single_index import make_cluster_problem
+from moetheory.papers.kawata2025.data import make_cluster_problem
 
 __all__ = ["global_correlation", "effective_exponent", "mixture_exponent", "setting_exponent"]
 
