@@ -24,7 +24,7 @@ book: install mathjax ## build the HTML book (renders the committed notebook out
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: install mathjax lint citation unit nbval-native book-strict ## everything CI checks (nbval-generic: see README)
+test: install mathjax lint citation unit nbval-native nbval-generic book-strict ## everything CI checks
 	@echo "[$$(date +%T)] make test: all checks passed"
 
 install: $(STAMP)
@@ -60,7 +60,7 @@ unit: install ## unit and property tests
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) tests
 	@echo "[$$(date +%T)] unit tests done"
 
-nbval: nbval-native nbval-generic ## strict nbval twice: the host's SIMD dispatch, then a generic one (fails today)
+nbval: nbval-native nbval-generic ## strict nbval twice: the host's SIMD dispatch, then a generic one
 
 nbval-native: install ## strict nbval: every chapter re-executed, every output compared
 	$(NBVAL) $(NOTEBOOKS)
