@@ -15,6 +15,13 @@ GENERIC_DISPATCH := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE ONEDNN_MAX_C
 NBVAL := MOETHEORY_DEVICE=cpu $(VENV)/bin/pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
 	--nbval-sanitize-with tests/sanitize.cfg
 JB_FLAGS ?=
+# Data for the real-data sections (README): the targets that run tests or chapters use ../shared/data when
+# MOETHEORY_DATA is unset (or empty) and that directory exists.
+ifeq ($(MOETHEORY_DATA),)
+ifneq ($(wildcard ../shared/data/.),)
+unit nbval-native nbval-generic execute results: export MOETHEORY_DATA := $(abspath ../shared/data)
+endif
+endif
 
 .PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results \
 	gpu-check clean update-mathjax
