@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,3 +153,69 @@ def test_tiny_end_to_end():
     metrics = result.metrics()
     assert set(metrics["exp2"]) == {"sum", "product"}
     assert np.asarray(metrics["exp1"]["moe"]["mse"]).shape == (3, 2)
+
+
+# --- the paper's Figure 3 target --------------------------------------------------------------------------------------
+Z = sp.Symbol("z")
+FIGURE3_PIECES = [i * (Z - i + 1) ** 2 * (Z - i) ** 2 for i in (1, 2, 3)]  # Figure 3: i (i - 1 - z)^2 (z - i)^2
+
+
+def _figure3_by_hand(z: float) -> float:
+    i = min(int(math.floor(z)) + 1, 3)
+    return float(FIGURE3_PIECES[i - 1].subs(Z, sp.Rational(str(z))))
+
+
+@pytest.mark.parametrize("face", [0, 1, 2, 3])
+def test_figure3_pieces_vanish_with_their_slope_at_the_faces(face):
+    """Value and one-sided slopes at z = 0..3: zero by sympy (each piece touching the face) and by finite differences
+    of the package's target, whose one-sided difference quotients shrink like h (a double root)."""
+    for i in (1, 2, 3):
+        if face in (i - 1, i):
+            assert FIGURE3_PIECES[i - 1].subs(Z, face) == 0
+            assert sp.diff(FIGURE3_PIECES[i - 1], Z).subs(Z, face) == 0
+    x = torch.tensor([[face, face]], dtype=torch.float64)
+    assert manifolds.figure3_target(x).abs().max() == 0
+    for h in (1e-3, 1e-4):
+        for side in (-1, 1):
+            z = face + side * h
+            if 0 <= z <= 3:
+                step = torch.tensor([[z, 0.0]], dtype=torch.float64)
+                quotient = float(manifolds.figure3_target(step)[0, 0]) / (side * h)
+                assert abs(quotient) <= 3 * h * 1.01  # |f_i(face +- h)| <= i h^2 (1 + h)^2
+
+
+def test_figure3_target_is_continuous_and_matches_the_pieces_inside_the_cells():
+    z = torch.linspace(0, 3, 30001, dtype=torch.float64)
+    f = manifolds.figure3_target(torch.stack([z, z], 1))[:, 0]
+    slope = max(float(sp.maximum(sp.diff(p, Z), Z, sp.Interval(i - 1, i))) for i, p in enumerate(FIGURE3_PIECES, 1))
+    assert slope == pytest.approx(1 / math.sqrt(3))  # 3 max |d/dt t^2 (1 - t)^2| = 3 / (3 sqrt 3)
+    assert f.diff().abs().max() <= slope * 1e-4 * (1 + 1e-9)  # no jump anywhere, faces included
+    points = [(0.5, 1.5), (2.25, 0.75), (1.1, 2.9), (0.0, 3.0), (1.0, 2.0)]
+    x = torch.tensor(points, dtype=torch.float64)
+    hand = np.array([[_figure3_by_hand(a), _figure3_by_hand(b)] for a, b in points])
+    assert hand[0].tolist() == [1 / 16, 2 / 16]  # the midpoints: i / 16
+    np.testing.assert_allclose(manifolds.figure3_target(x, "tuple").numpy(), hand, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(manifolds.figure3_target(x, "sum").numpy(), hand.sum(1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(manifolds.figure3_target(x, "product").numpy(), hand.prod(1), rtol=1e-12, atol=1e-15)
+    assert manifolds.figure3_target(x.numpy(), "sum").dtype == torch.float64  # numpy in, torch out
+    from moetheory.data import figure3_target
+
+    assert figure3_target is manifolds.figure3_target
+
+
+def test_figure3_helpers_and_errors():
+    x, y = manifolds.sample_figure3(500, "product", seed=4)
+    assert x.shape == (500, 2) and y.shape == (500,) and 0 <= x.min() and x.max() <= 3
+    assert torch.equal(y, manifolds.figure3_target(x, "product"))
+    xg, yg = manifolds.figure3_grid(6, "tuple")
+    assert xg.shape == (36, 2) and yg.shape == (36, 2) and len(torch.unique(xg.floor(), dim=0)) == 9
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, 2\); got \(3,\)$"):
+        manifolds.figure3_target(torch.ones(3))
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, 2\); got \(4, 3\)$"):
+        manifolds.figure3_target(torch.ones(4, 3))
+    with pytest.raises(ValueError, match=r"^x must lie in \[0, 3\]\^2; got values in \[-0.1, 1\]$"):
+        manifolds.figure3_target(torch.tensor([[-0.1, 1.0]]))
+    with pytest.raises(ValueError, match=r"^x must lie in \[0, 3\]\^2; got values in \[nan, nan\]$"):
+        manifolds.figure3_target(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="^output must be one of 'tuple', 'sum', 'product'; got 'max'$"):
+        manifolds.figure3_target(torch.ones(2, 2), "max")
