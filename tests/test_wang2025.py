@@ -1,6 +1,7 @@
 """Tests of the Wang & E (2025) chapter: data, stacked MoE, the construction, the paper module."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -219,3 +220,49 @@ def test_figure3_helpers_and_errors():
         manifolds.figure3_target(torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="^output must be one of 'tuple', 'sum', 'product'; got 'max'$"):
         manifolds.figure3_target(torch.ones(2, 2), "max")
+
+
+# --- Experiment I with zero padding (the paper's circle) --------------------------------------------------------------
+def test_zero_padding_leaves_the_padded_weights_inert():
+    """With zero-padded inputs the padded coordinates' first-layer weights (gate and experts of the MoE, the dense
+    net's first layer) get zero gradient, so Adam never moves them, and re-randomising them changes no prediction."""
+    D = 12
+    X, y, _ = manifolds.sample_circle(512, D, seed=1, embedding="zero-pad")
+    Xt, _, theta = manifolds.sample_circle(300, D, grid=True, embedding="zero-pad")
+    assert (X[:, 2:] == 0).all() and torch.allclose(Xt[:, :2], torch.stack([theta.cos(), theta.sin()], 1))
+    runtime.seed_everything(3)
+    moe, dense = StackedMoE(D, 4, [10, 10]), DenseNet(D, [10, 20])
+    padded = {  # first-layer weights on the padded coordinates 2..D-1 (the MoE's state is (x, 1, u))
+        "gate": (moe, lambda: moe.layers[0].router.weight[..., 2:D]),
+        "experts": (moe, lambda: moe.layers[0].experts.layers[0].weight[:, :, 2:D]),
+        "dense": (dense, lambda: dense.net.layers[0].weight[:, :, 2:D]),
+    }
+    start = {k: get().detach().clone() for k, (_, get) in padded.items()}
+    kept = moe.layers[0].experts.layers[0].weight[:, :, :2].detach().clone()
+    for model in (moe, dense):
+        train_regression(model, X, y, iterations=40, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(moe.layers[0].experts.layers[0].weight[:, :, :2], kept)  # the circle's weights moved
+    before = {m: m(Xt.expand(2, -1, -1)).detach() for m in (moe, dense)}
+    for name, (_, get) in padded.items():
+        assert torch.equal(get(), start[name]), name
+        with torch.no_grad():
+            get().copy_(torch.randn_like(start[name]) * 5)
+    for model, pred in before.items():
+        assert torch.equal(model(Xt.expand(2, -1, -1)), pred)
+
+
+def test_exp1_embedding_option():
+    assert wang2025.Config().exp1_embedding == "random"
+    with pytest.raises(ValueError, match="^exp1_embedding must be one of 'random', 'zero-pad'; got 'pad'$"):
+        wang2025.Config(exp1_embedding="pad")
+    with pytest.raises(ValueError, match="embedding"):
+        manifolds.sample_circle(4, 8, embedding="pad")
+    X, _, _ = manifolds.sample_circle(20, 8, embedding="zero-pad", embedding_seed=5)
+    assert torch.equal(X, manifolds.sample_circle(20, 8, embedding="zero-pad")[0])  # no seed in zero padding
+    cfg = replace(wang2025.config("tiny"), exp1_embedding="zero-pad", exp1_iterations=5)
+    res = wang2025.run_exp1(cfg, torch.device("cpu"), runtime.seed_everything(0))
+    assert res["moe"]["mse"].shape == (3, 2) and np.isfinite(res["moe"]["mse"]).all()
+    claim = wang2025.claims(wang2025.Result(cfg, np.zeros((2, 2)), exp1=res, exp2={"sum": {
+        m: {"mse": np.ones((2, 2))} for m in ("deep", "shallow")}}, jump={
+        "dense": {"linf": np.ones(2)}, "moe": {"linf": np.zeros(2)}}))[0]
+    assert claim.criterion.endswith("(zero padding, the paper's: padded coordinates are inert)")

@@ -1,7 +1,7 @@
 """Targets on low-dimensional structure in R^D for the Wang & E (2025) chapter.
 
-- a circle embedded in R^D by a random map with orthonormal rows (so no coordinate is identically zero, unlike
-  zero padding);
+- a circle embedded in R^D by a random map with orthonormal rows (so no coordinate is identically zero), or by
+  zero padding (the paper's Experiment I);
 - the paper's Figure 3 target on [0, 3]^2 (continuous: its pieces vanish with their slope at the cell faces);
 - a piecewise target on [0, E]^L with E^L unit cells and independent sine pieces (it jumps across the faces: this
   chapter's extension, not the paper's target), separable (``f_out`` = sum) or not (product);
@@ -21,12 +21,13 @@ import torch
 from moetheory.checks import check_choice, check_float, check_int
 
 __all__ = [
-    "random_embedding", "circle_points", "circle_target", "sample_circle",
+    "EMBEDDINGS", "random_embedding", "padding_embedding", "circle_points", "circle_target", "sample_circle",
     "piece_coefficients", "cube_target", "sample_cube", "cube_grid", "FIGURE3_OUTPUTS", "figure3_pieces",
     "figure3_target", "sample_figure3", "figure3_grid", "jump_target", "sample_jump", "spiral_points", "sample_spiral",
 ]
 
 CUBE_KINDS = ("sum", "product")
+EMBEDDINGS = ("random", "zero-pad")  # how Experiment I's circle sits in R^D: ours, the paper's
 FIGURE3_OUTPUTS = ("tuple", "sum", "product")  # eq. (4) with f_out = id (the paper's), and two scalar variants
 
 
@@ -39,6 +40,12 @@ def random_embedding(k: int, D: int, seed: int = 0) -> torch.Tensor:
     return torch.tensor(q.T, dtype=torch.get_default_dtype())
 
 
+def padding_embedding(k: int, D: int) -> torch.Tensor:
+    """The ``(k, D)`` matrix ``[I_k, 0]``: ``x = u @ P`` pads u with D - k zeros (the paper's Experiment I)."""
+    check_int("D", D, check_int("k", k, 1))
+    return torch.eye(k, D, dtype=torch.get_default_dtype())
+
+
 def circle_points(theta: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
     """Points ``(cos t, sin t) @ Q`` in R^D for angles ``theta`` ``(n,)``; ``embedding`` is ``(2, D)``."""
     return torch.stack([torch.cos(theta), torch.sin(theta)], -1) @ embedding
@@ -49,15 +56,22 @@ def circle_target(theta: torch.Tensor) -> torch.Tensor:
     return torch.sin(5 * torch.cos(theta)) + torch.cos(3 * torch.sin(theta))
 
 
-def sample_circle(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0, grid: bool = False):
-    """``(X (n, D), y (n,), theta (n,))``: uniform angles (or an even grid) on the randomly embedded circle."""
+def sample_circle(n: int, D: int, *, seed: int = 0, embedding_seed: int = 0, grid: bool = False,
+                  embedding: str = "random"):
+    """``(X (n, D), y (n,), theta (n,))``: uniform angles (or an even grid) on the embedded circle.
+
+    ``embedding="random"``: :func:`random_embedding` drawn with ``embedding_seed``; ``"zero-pad"``:
+    :func:`padding_embedding` (the paper's circle ``{x1^2 + x2^2 = 1, x_i = 0 for i > 2}``; ``embedding_seed`` unused).
+    """
     check_int("n", n, 1)
+    check_choice("embedding", embedding, EMBEDDINGS)
     if grid:
         theta = torch.arange(n, dtype=torch.get_default_dtype()) * (2 * math.pi / n) - math.pi
     else:
         gen = torch.Generator().manual_seed(check_int("seed", seed, 0))
         theta = (torch.rand(n, generator=gen) * 2 - 1) * math.pi
-    X = circle_points(theta, random_embedding(2, D, embedding_seed))
+    Q = random_embedding(2, D, embedding_seed) if embedding == "random" else padding_embedding(2, D)
+    X = circle_points(theta, Q)
     return X, circle_target(theta), theta
 
 
