@@ -21,7 +21,10 @@ CONFIG_RENAMES = {  # paper -> {config field as records made before the rename s
     "wang2025": {"seeds": "n_seeds"},
 }
 CONFIG_ADDED = {  # paper -> {config field added after records were made: the value the code hard-coded before}
-    "wang2025": {"seed": 0},  # seed 0 draws exactly what the fixed seeds (data 1, steps 0-4, spiral 7) drew
+    "wang2025": {
+        "seed": 0,  # seed 0 draws exactly what the fixed seeds (data 1, steps 0-4, spiral 7) drew
+        "exp1_embedding": "random",  # Experiment I's circle was always randomly embedded before the zero-pad arm
+    },
 }
 """The legacy map: records in ``results/`` keep the field names they were made with (their values are never edited);
 :func:`current_config` reads them in today's names, so that a record compares with today's presets."""

@@ -197,3 +197,19 @@ def test_jump_lower_bound_is_the_best_continuous_error(jump):
     assert error <= bound + 1e-9
     # t >= (J - slope * 1e-6) / 2 with |slope| <= (J + 2t) / (2/19): t >= J/2 (1 - 2e-6 / (2/19)), with room
     assert error >= bound * (1 - 3e-6 / (2 / 19))
+
+
+@pytest.mark.parametrize(("output", "value"), [("tuple", sp.Rational(2, 675)), ("sum", sp.Rational(4, 675)),
+                                               ("product", sp.Rational(16, 455625))])
+def test_figure3_variance_against_a_grid_of_the_target(output, value):
+    """The SymPy integrals against their value by hand (Beta integrals: int t^2 (1-t)^2 = 1/30, int t^4 (1-t)^4 =
+    1/630, so E g = 1/15 and E g^2 = 1/135) and against the midpoint rule on the package's target (error O(h^2))."""
+    from moetheory.papers.wang2025 import manifolds
+
+    assert bounds.figure3_variance(output) == value
+    _, y = manifolds.figure3_grid(600, output)
+    y = y.double()
+    grid = (y.var(0, unbiased=False)[0] if output == "tuple" else y.var(unbiased=False)).item()
+    assert grid == pytest.approx(float(value), rel=1e-4)
+    with pytest.raises(ValueError, match="output"):
+        bounds.figure3_variance("max")

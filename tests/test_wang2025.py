@@ -1,9 +1,11 @@
 """Tests of the Wang & E (2025) chapter: data, stacked MoE, the construction, the paper module."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,3 +154,115 @@ def test_tiny_end_to_end():
     metrics = result.metrics()
     assert set(metrics["exp2"]) == {"sum", "product"}
     assert np.asarray(metrics["exp1"]["moe"]["mse"]).shape == (3, 2)
+
+
+# --- the paper's Figure 3 target --------------------------------------------------------------------------------------
+Z = sp.Symbol("z")
+FIGURE3_PIECES = [i * (Z - i + 1) ** 2 * (Z - i) ** 2 for i in (1, 2, 3)]  # Figure 3: i (i - 1 - z)^2 (z - i)^2
+
+
+def _figure3_by_hand(z: float) -> float:
+    i = min(int(math.floor(z)) + 1, 3)
+    return float(FIGURE3_PIECES[i - 1].subs(Z, sp.Rational(str(z))))
+
+
+@pytest.mark.parametrize("face", [0, 1, 2, 3])
+def test_figure3_pieces_vanish_with_their_slope_at_the_faces(face):
+    """Value and one-sided slopes at z = 0..3: zero by sympy (each piece touching the face) and by finite differences
+    of the package's target, whose one-sided difference quotients shrink like h (a double root)."""
+    for i in (1, 2, 3):
+        if face in (i - 1, i):
+            assert FIGURE3_PIECES[i - 1].subs(Z, face) == 0
+            assert sp.diff(FIGURE3_PIECES[i - 1], Z).subs(Z, face) == 0
+    x = torch.tensor([[face, face]], dtype=torch.float64)
+    assert manifolds.figure3_target(x).abs().max() == 0
+    for h in (1e-3, 1e-4):
+        for side in (-1, 1):
+            z = face + side * h
+            if 0 <= z <= 3:
+                step = torch.tensor([[z, 0.0]], dtype=torch.float64)
+                quotient = float(manifolds.figure3_target(step)[0, 0]) / (side * h)
+                assert abs(quotient) <= 3 * h * 1.01  # |f_i(face +- h)| <= i h^2 (1 + h)^2
+
+
+def test_figure3_target_is_continuous_and_matches_the_pieces_inside_the_cells():
+    z = torch.linspace(0, 3, 30001, dtype=torch.float64)
+    f = manifolds.figure3_target(torch.stack([z, z], 1))[:, 0]
+    slope = max(float(sp.maximum(sp.diff(p, Z), Z, sp.Interval(i - 1, i))) for i, p in enumerate(FIGURE3_PIECES, 1))
+    assert slope == pytest.approx(1 / math.sqrt(3))  # 3 max |d/dt t^2 (1 - t)^2| = 3 / (3 sqrt 3)
+    assert f.diff().abs().max() <= slope * 1e-4 * (1 + 1e-9)  # no jump anywhere, faces included
+    points = [(0.5, 1.5), (2.25, 0.75), (1.1, 2.9), (0.0, 3.0), (1.0, 2.0)]
+    x = torch.tensor(points, dtype=torch.float64)
+    hand = np.array([[_figure3_by_hand(a), _figure3_by_hand(b)] for a, b in points])
+    assert hand[0].tolist() == [1 / 16, 2 / 16]  # the midpoints: i / 16
+    np.testing.assert_allclose(manifolds.figure3_target(x, "tuple").numpy(), hand, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(manifolds.figure3_target(x, "sum").numpy(), hand.sum(1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(manifolds.figure3_target(x, "product").numpy(), hand.prod(1), rtol=1e-12, atol=1e-15)
+    assert manifolds.figure3_target(x.numpy(), "sum").dtype == torch.float64  # numpy in, torch out
+    from moetheory.data import figure3_target
+
+    assert figure3_target is manifolds.figure3_target
+
+
+def test_figure3_helpers_and_errors():
+    x, y = manifolds.sample_figure3(500, "product", seed=4)
+    assert x.shape == (500, 2) and y.shape == (500,) and 0 <= x.min() and x.max() <= 3
+    assert torch.equal(y, manifolds.figure3_target(x, "product"))
+    xg, yg = manifolds.figure3_grid(6, "tuple")
+    assert xg.shape == (36, 2) and yg.shape == (36, 2) and len(torch.unique(xg.floor(), dim=0)) == 9
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, 2\); got \(3,\)$"):
+        manifolds.figure3_target(torch.ones(3))
+    with pytest.raises(ValueError, match=r"^x must have shape \(n, 2\); got \(4, 3\)$"):
+        manifolds.figure3_target(torch.ones(4, 3))
+    with pytest.raises(ValueError, match=r"^x must lie in \[0, 3\]\^2; got values in \[-0.1, 1\]$"):
+        manifolds.figure3_target(torch.tensor([[-0.1, 1.0]]))
+    with pytest.raises(ValueError, match=r"^x must lie in \[0, 3\]\^2; got values in \[nan, nan\]$"):
+        manifolds.figure3_target(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="^output must be one of 'tuple', 'sum', 'product'; got 'max'$"):
+        manifolds.figure3_target(torch.ones(2, 2), "max")
+
+
+# --- Experiment I with zero padding (the paper's circle) --------------------------------------------------------------
+def test_zero_padding_leaves_the_padded_weights_inert():
+    """With zero-padded inputs the padded coordinates' first-layer weights (gate and experts of the MoE, the dense
+    net's first layer) get zero gradient, so Adam never moves them, and re-randomising them changes no prediction."""
+    D = 12
+    X, y, _ = manifolds.sample_circle(512, D, seed=1, embedding="zero-pad")
+    Xt, _, theta = manifolds.sample_circle(300, D, grid=True, embedding="zero-pad")
+    assert (X[:, 2:] == 0).all() and torch.allclose(Xt[:, :2], torch.stack([theta.cos(), theta.sin()], 1))
+    runtime.seed_everything(3)
+    moe, dense = StackedMoE(D, 4, [10, 10]), DenseNet(D, [10, 20])
+    padded = {  # first-layer weights on the padded coordinates 2..D-1 (the MoE's state is (x, 1, u))
+        "gate": (moe, lambda: moe.layers[0].router.weight[..., 2:D]),
+        "experts": (moe, lambda: moe.layers[0].experts.layers[0].weight[:, :, 2:D]),
+        "dense": (dense, lambda: dense.net.layers[0].weight[:, :, 2:D]),
+    }
+    start = {k: get().detach().clone() for k, (_, get) in padded.items()}
+    kept = moe.layers[0].experts.layers[0].weight[:, :, :2].detach().clone()
+    for model in (moe, dense):
+        train_regression(model, X, y, iterations=40, lr=1e-2, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(moe.layers[0].experts.layers[0].weight[:, :, :2], kept)  # the circle's weights moved
+    before = {m: m(Xt.expand(2, -1, -1)).detach() for m in (moe, dense)}
+    for name, (_, get) in padded.items():
+        assert torch.equal(get(), start[name]), name
+        with torch.no_grad():
+            get().copy_(torch.randn_like(start[name]) * 5)
+    for model, pred in before.items():
+        assert torch.equal(model(Xt.expand(2, -1, -1)), pred)
+
+
+def test_exp1_embedding_option():
+    assert wang2025.Config().exp1_embedding == "random"
+    with pytest.raises(ValueError, match="^exp1_embedding must be one of 'random', 'zero-pad'; got 'pad'$"):
+        wang2025.Config(exp1_embedding="pad")
+    with pytest.raises(ValueError, match="embedding"):
+        manifolds.sample_circle(4, 8, embedding="pad")
+    X, _, _ = manifolds.sample_circle(20, 8, embedding="zero-pad", embedding_seed=5)
+    assert torch.equal(X, manifolds.sample_circle(20, 8, embedding="zero-pad")[0])  # no seed in zero padding
+    cfg = replace(wang2025.config("tiny"), exp1_embedding="zero-pad", exp1_iterations=5)
+    res = wang2025.run_exp1(cfg, torch.device("cpu"), runtime.seed_everything(0))
+    assert res["moe"]["mse"].shape == (3, 2) and np.isfinite(res["moe"]["mse"]).all()
+    claim = wang2025.claims(wang2025.Result(cfg, np.zeros((2, 2)), exp1=res, exp2={"sum": {
+        m: {"mse": np.ones((2, 2))} for m in ("deep", "shallow")}}, jump={
+        "dense": {"linf": np.ones(2)}, "moe": {"linf": np.zeros(2)}}))[0]
+    assert claim.criterion.endswith("(zero padding, the paper's: padded coordinates are inert)")

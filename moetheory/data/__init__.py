@@ -20,6 +20,7 @@ EXPORTS = {
     "hermite_series": "moetheory.hermite",
     "make_cluster_problem": "moetheory.papers.kawata2025.data",
     "sample_clusters": "moetheory.papers.kawata2025.data",
+    "figure3_target": "moetheory.papers.wang2025.manifolds",
 }
 """Public name -> the module that defines it."""
 

@@ -4,10 +4,12 @@ Five experiments, all with the paper's training recipe (Adam, lr 1e-3, batch 128
 widths) batched in one slot axis:
 
 1. construction: the untrained MoE of Corollary 4.9 on a circle in R^D (rate in m, versus E);
-2. Experiment I: a 1-layer 4-expert MoE on a randomly embedded circle for several ambient D, beside dense nets
-   matched on active and on total parameters;
-3. Experiment II: 2-layer x 3-expert (deep) against 1-layer x 6-expert (shallow) MoE on the eq. (4) target over
-   a width sweep, plus a parallel (no composition) MoE and a dense net; repeated on a non-separable variant;
+2. Experiment I: a 1-layer 4-expert MoE on a circle in R^D for several ambient D (randomly embedded, or zero
+   padded as in the paper: ``Config.exp1_embedding``), beside dense nets matched on active and on total parameters;
+3. Experiment II: 2-layer x 3-expert (deep) against 1-layer x 6-expert (shallow) MoE over a width sweep, plus a
+   parallel (no composition) MoE and a dense net, on a target of the form of eq. (4) with independent sine pieces
+   that jump across the cell faces (not the paper's Figure 3 target, :func:`manifolds.figure3_target`); repeated on
+   a non-separable variant;
 4. a jump: dense ReLU net against a 2-expert MoE;
 5. a spiral: linear gate against MLP gate against two MoE layers.
 """
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from moetheory import ledger, runtime
-from moetheory.checks import MAX_SEED, check_float, check_int
+from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.metrics import loglog_slope
 from moetheory.papers import Paper
@@ -58,6 +60,8 @@ PROVENANCE = {  # claim id -> (provenance, source)
 }
 
 
+EMBEDDING_TEXT = {"random": "(random orthonormal embedding, not zero padding)",
+                  "zero-pad": "(zero padding, the paper's: padded coordinates are inert)"}
 STEPS = ("construction", "exp1", "exp2", "jump", "spiral")
 # Seeds of a run with Config.seed = s (s = 0 reproduces the recorded runs): training inputs s + 1; the random
 # embedding of the circle and the eq. (4) target s; the spiral's pieces s + 7; step i of STEPS seeds python, numpy
@@ -84,6 +88,7 @@ class Config:
     exp1_width: int = 10  # expert width of the 1-4-MoE (the paper's)
     exp1_experts: int = 4  # experts (the paper's)
     exp1_iterations: int = 2000  # Adam steps (the paper's)
+    exp1_embedding: str = "random"  # circle in R^D: random orthonormal rows, or "zero-pad" (the paper's)
     exp2_widths: tuple[int, ...] = (8, 16, 32, 64)  # expert widths m of the sweep (paper: 16..128)
     exp2_iterations: int = 2000  # Adam steps (paper: 5000)
     exp2_grid: int = 150  # test grid points per axis on [0, 3]^2 (L-infinity and MSE)
@@ -107,6 +112,7 @@ class Config:
         for name in ("exp1_iterations", "exp2_iterations", "jump_iterations", "spiral_iterations"):
             check_int(name, getattr(self, name), 0)
         check_int("spiral_pieces", self.spiral_pieces, 2)
+        check_choice("exp1_embedding", self.exp1_embedding, manifolds.EMBEDDINGS)
         check_float("jump", self.jump, 0.0, low_open=True)
         for name in ("construction_experts", "construction_widths", "exp1_dims", "exp2_widths"):
             values = getattr(self, name)
@@ -177,11 +183,17 @@ def run_construction(cfg: Config) -> np.ndarray:
 
 
 def run_exp1(cfg: Config, dev, gen) -> dict:
-    """Experiment I: 1-4-MoE vs dense nets matched on active / total parameters, for each ambient D."""
+    """Experiment I: 1-4-MoE vs dense nets matched on active / total parameters, for each ambient D.
+
+    ``cfg.exp1_embedding="zero-pad"`` is the paper's circle: the padded coordinates are exactly zero, so their
+    first-layer weights get no gradient and never move, and every model (the dense ones too) sees the same problem
+    for every D up to its initialisation.
+    """
     out = {"moe": [], "dense_active": [], "dense_total": [], "width_active": [], "width_total": []}
     for D in cfg.exp1_dims:
-        X, y, _ = manifolds.sample_circle(cfg.n_train, D, seed=cfg.seed + 1, embedding_seed=cfg.seed)
-        Xt, yt, _ = manifolds.sample_circle(cfg.test_points, D, embedding_seed=cfg.seed, grid=True)
+        embed = {"embedding_seed": cfg.seed, "embedding": cfg.exp1_embedding}
+        X, y, _ = manifolds.sample_circle(cfg.n_train, D, seed=cfg.seed + 1, **embed)
+        Xt, yt, _ = manifolds.sample_circle(cfg.test_points, D, grid=True, **embed)
         X, y, Xt, yt = (t.to(dev) for t in (X, y, Xt, yt))
         moe = _fit(StackedMoE(D, cfg.exp1_experts, [cfg.exp1_width] * cfg.n_seeds), X, y, cfg.exp1_iterations,
                    cfg, dev, gen)
@@ -306,7 +318,7 @@ def claims(result: Result) -> list[Claim]:
               "The 1-4-MoE's test error on a circle does not grow with the ambient dimension D",
               round(paper_ratio, 3), round(ratio, 3), ratio <= 3,
               criterion=f"max/min over D in {list(cfg.exp1_dims)} of the seed-median test MSE <= 3 "
-                        "(random orthonormal embedding, not zero padding)",
+                        + EMBEDDING_TEXT[cfg.exp1_embedding],
               **provenance_of("wang2025/ambient-dimension-free")),
         Claim("wang2025/deep-moe-width-slope",
               "The 2-layer x 3-expert MoE's error keeps falling with expert width m on the eq. (4) target",

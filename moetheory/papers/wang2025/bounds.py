@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import sympy as sp
 
-from moetheory.checks import check_int
+from moetheory.checks import check_choice, check_int
 
 m, E, L, D, d, K, C, eps, c, h, J, x, ell, k = sp.symbols("m E L D d K C epsilon c h J x ell k", positive=True)
 kappa = sp.Symbol("kappa", positive=True)
@@ -19,7 +19,7 @@ kappa = sp.Symbol("kappa", positive=True)
 __all__ = [
     "dense_rate", "manifold_rate", "routing_width", "routing_width_condition", "mlp_parameters",
     "moe_parameters", "construction_parameters", "optimal_experts", "linear_fit_error", "pieces_lower_bound",
-    "relu_pieces", "moe_pieces", "jump_lower_bound",
+    "relu_pieces", "moe_pieces", "jump_lower_bound", "figure3_piece", "figure3_variance",
 ]
 
 
@@ -122,3 +122,22 @@ def moe_pieces(n_experts=E, layers=L):
 def jump_lower_bound(jump=J):
     """Any continuous g (e.g. a ReLU MLP) has sup|f - g| >= J/2 near a jump of size J of f."""
     return sp.sympify(jump) / 2
+
+
+def figure3_piece(i, z=x):
+    """The subfunction ``i (z - i + 1)^2 (z - i)^2`` of the paper's Figure 3 on ``[i - 1, i]``, i = 1, 2, 3."""
+    return i * (z - i + 1) ** 2 * (z - i) ** 2
+
+
+def figure3_variance(output: str = "sum"):
+    """Variance of the Figure 3 target under the uniform distribution on [0, 3]^2 (exact rationals).
+
+    With ``g`` the pieces on one coordinate, ``E g = (1/3) sum_i int f_i`` and ``E g^2`` likewise; the two coordinates
+    are independent, so ``"tuple"`` gives each output's variance ``Var g = 2/675``, ``"sum"`` ``2 Var g = 4/675`` and
+    ``"product"`` ``(E g^2)^2 - (E g)^4 = 16/455625``. For the error normalised by the target's variance.
+    """
+    check_choice("output", output, ("tuple", "sum", "product"))
+    mean = sum(sp.integrate(figure3_piece(i), (x, i - 1, i)) for i in (1, 2, 3)) / 3
+    square = sum(sp.integrate(figure3_piece(i) ** 2, (x, i - 1, i)) for i in (1, 2, 3)) / 3
+    var = square - mean**2
+    return {"tuple": var, "sum": 2 * var, "product": square**2 - mean**4}[output]
