@@ -23,15 +23,15 @@ unit nbval-native nbval-generic execute results: export MOETHEORY_DATA := $(absp
 endif
 endif
 
-.PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict execute results \
-	gpu-check clean update-mathjax
+.PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict browser-test \
+	execute results gpu-check clean update-mathjax
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-test: install mathjax lint citation unit nbval-native nbval-generic book-strict ## everything CI checks
+test: install mathjax lint citation unit nbval-native nbval-generic book-strict browser-test ## everything CI checks
 	@echo "[$$(date +%T)] make test: all checks passed"
 
 install: $(STAMP)
@@ -55,7 +55,7 @@ update-mathjax: ## replace the committed MathJax by version MATHJAX_VERSION from
 	rm -rf _mathjax/tmp
 
 lint: install
-	$(VENV)/bin/ruff check moetheory tests benchmarks book
+	$(VENV)/bin/ruff check moetheory tests benchmarks book _ext
 	@echo "[$$(date +%T)] lint done"
 
 citation: ## validate CITATION.cff (cffconvert pins an old jsonschema: its own small venv)
@@ -81,6 +81,13 @@ book-strict: install mathjax ## the book with warnings as errors
 	touch book/intro.md
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "[$$(date +%T)] strict book build done"
+
+# Every built page in headless Chromium, offline: MathJax errors, raw markup, alt text, references, widths at 1400 px
+# (tests/browser/check_pages.py). Without Chromium it prints a notice and passes; MOETHEORY_REQUIRE_BROWSER=1 (CI)
+# makes a missing browser an error. Screenshots of a few pages at 1400 and 412 px go to _build/screenshots/.
+browser-test: install ## the built book checked in headless Chromium (after book-strict)
+	$(PY) tests/browser/check_pages.py --html _build/html --screenshots _build/screenshots
+	@echo "[$$(date +%T)] browser test done"
 
 execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as nbval will run them
 	MOETHEORY_DEVICE=cpu $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
