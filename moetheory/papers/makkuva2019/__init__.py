@@ -1,4 +1,8 @@
-"""Makkuva, Kannan, Viswanath & Oh (2019): consistent estimation of a gated mixture of experts.
+"""Makkuva, Viswanath, Kannan & Oh (ICML 2019, PMLR 97:4304-4313), "Breaking the gridlock in Mixture-of-Experts:
+Consistent and Efficient Algorithms" (bib key ``makkuva2019``; arXiv 1802.07417 v2/v3, same title, list the authors as
+Makkuva, Oh, Kannan, Viswanath), first circulated as arXiv 1802.07417 v1 (February 2018), "Globally Consistent
+Algorithms for Mixture of Experts" by Makkuva, Kannan & Viswanath (bib key ``makkuva2018``): consistent estimation of
+a gated mixture of experts.
 
 Wires the tensor method (:mod:`.moments`), gating EM, joint EM and Adam (:mod:`.gated_em`) into the
 chapter's experiments (``book/makkuva2019.ipynb``): error against n, the orthogonality assumption panel, and failure
