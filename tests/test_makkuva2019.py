@@ -126,12 +126,29 @@ def test_generator_deterministic_and_validates():
         sample_gated_moe(10, a, w, "linear", 0.0, 0)
     with pytest.raises(ValueError, match="gating"):
         sample_gated_moe(10, a, w[:1], "linear", 0.1, 0)
-    with pytest.raises(ValueError, match="k must be <= the dimension"):
+    with pytest.raises(ValueError, match="k must be in"):
         sample_gated_moe(10, np.ones((3, 2)), np.zeros((3, 2)), "linear", 0.1, 0)
     with pytest.raises(ValueError, match="last row"):
         sample_gated_moe(10, a, np.ones((2, 3)), "linear", 0.1, 0)
     with pytest.raises(ValueError, match="finite"):
         sample_gated_moe(10, a * np.nan, w, "linear", 0.1, 0)
+
+
+@pytest.mark.parametrize("d", [3, 6])
+def test_as_many_experts_as_dimensions_is_refused(d):
+    # k = d leaves no direction orthogonal to span(A): random_parameters used to normalise rounding noise into
+    # "orthogonal" gating rows (|W A^T| = 1.95 instead of ~1e-15); now every entry point refuses it in one line
+    with pytest.raises(ValueError, match=rf"^k must be an integer in \[2, {d - 1}\]; got {d}$"):
+        random_parameters(1, d, d, 2.0, torch.Generator().manual_seed(0))
+    a, w = np.eye(d), np.zeros((d, d))
+    with pytest.raises(ValueError, match=rf"k must be in \[2, d - 1\] = \[2, {d - 1}\] .*got k={d}, d={d}$"):
+        sample_gated_moe(10, a, w, "linear", 0.1, 0)
+    with pytest.raises(ValueError, match=rf"^n_experts must be an integer in \[2, {d - 1}\]; got {d}$"):
+        paper.Config(d=d, n_experts=d)
+    with pytest.raises(ValueError, match=rf"^regimes\[0\].n_experts must be an integer in \[2, {d - 1}\]"):
+        paper.Config(regimes=(paper.Regime("k = d", d, d, 100),))
+    a, w = random_parameters(2, d, d - 1, 2.0, torch.Generator().manual_seed(0))  # the largest k allowed
+    assert float((w @ a.transpose(1, 2)).abs().max()) < 1e-12  # gating orthogonal to every regressor
 
 
 def test_generator_gating_probabilities():
