@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from moetheory import runtime
 from moetheory.data import sample_gated_moe
 from moetheory.papers import makkuva2019 as paper
-from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019 import global_em, moments
 from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
 runtime.set_threads(1)
@@ -250,16 +250,50 @@ def test_config_validation():
         paper.Config(sample_sizes=(5_000, 1_000))
     with pytest.raises(ValueError, match="scale"):
         paper.config("huge")
+    with pytest.raises(ValueError, match=r"^global_experts must be an integer in \[2, 9\]; got 10$"):
+        paper.Config(global_experts=(2, 10))
+    with pytest.raises(ValueError, match="global_norms"):
+        paper.Config(global_norms=(0.0, 1.0))
+    with pytest.raises(ValueError, match="global_n"):
+        paper.Config(global_n=10)
 
 
 def test_tiny_runs_end_to_end_with_every_claim():
     result = paper.run(paper.config("tiny"), device="cpu")
     got = {c.id for c in paper.claims(result)}
     assert got == {"makkuva2019/tensor-consistency", "makkuva2019/gating-em-recovery",
-                   "makkuva2019/orthogonality-needed", "makkuva2019/transform-constants"}
+                   "makkuva2019/orthogonality-needed", "makkuva2019/gating-em-global",
+                   "makkuva2019/transform-constants"}
+    assert next(c for c in paper.claims(result) if c.id == "makkuva2019/gating-em-global").holds  # even at tiny
     metrics = result.metrics()
     methods = {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam"}
     assert set(metrics["sweep"]) >= methods
     import json
 
     json.dumps(metrics)
+
+
+def test_start_grid_norms_and_reference_row():
+    gen = torch.Generator().manual_seed(0)
+    _, w = random_parameters(1, 6, 3, 2.0, gen)
+    starts = global_em.start_grid(w[0], (0.01, 1.0, 100.0), 2, gen)
+    assert starts.shape == (6, 3, 6) and bool((starts[:, -1] == 0).all())
+    want = torch.tensor([0.01, 0.01, 1.0, 1.0, 100.0, 100.0], dtype=torch.float64) * w[0].norm()
+    torch.testing.assert_close(starts.flatten(1).norm(dim=-1), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_gating_em_reaches_one_w_from_every_start(k):
+    # the paper's claim with the true regressors: starts from 0.01x to 100x ||W|| all end at the same W (spread
+    # set by the stopping tolerance, far below the statistical error), within ~ sqrt(k d / n) of the truth
+    d, n = 6, 2_000
+    out = global_em.global_convergence(d, k, n, 1, (0.01, 0.1, 1.0, 10.0, 100.0), 2, gating_norm=2.0,
+                                       noise_std=0.1, generator=torch.Generator().manual_seed(k), max_iter=100,
+                                       tol=1e-7)
+    errors = np.array(out["error"][0])
+    assert out["converged"] and len(errors) == 10
+    assert out["spread"][0] < 1e-3 * math.sqrt(k * d / n)
+    assert errors.max() < 6 * math.sqrt(k * d / n)
+    with pytest.raises(ValueError, match=r"^k must be an integer in \[2, 5\]; got 6$"):
+        global_em.global_convergence(d, d, n, 1, (1.0,), 1, gating_norm=2.0, noise_std=0.1,
+                                     generator=torch.Generator())
