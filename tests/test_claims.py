@@ -149,8 +149,10 @@ def test_kawata2025_claims_hold_fail_and_not_run():
 
 
 # ------------------------------------------------------------------------------------------------ makkuva2019
-def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0, constant_gap=0.0):
-    """Errors that follow exact power laws in n with the given exponents (three seeds, equal errors)."""
+def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0, constant_gap=0.0,
+             global_spread=1e-6, global_converged=True):
+    """Errors that follow exact power laws in n with the given exponents (three seeds, equal errors); gating EM
+    from many starts with the given spread, median error 0.1."""
     ns = np.array(cfg.sample_sizes, float)
     law = lambda sizes, rate: np.repeat((np.asarray(sizes, float) ** rate)[:, None], 3, 1)  # noqa: E731
     gating = np.ones((len(ns), 3))
@@ -161,7 +163,9 @@ def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0,
     values = {k: 1.0 + i for i, k in enumerate(moments.CONSTANTS)}
     constants = {g: {"0.1": {"package": dict(values), "independent": dict(values)}} for g in ("linear", "relu")}
     constants["relu"]["0.1"]["package"]["c3"] += constant_gap * values["c3"]
-    return makkuva2019.Result(cfg, "cpu", sweep, panel, [], constants, {}, 0.0)
+    global_em = {str(k): {"norms": [1.0, 1.0], "spread": [global_spread, 0.0], "error": [[0.1, 0.1], [0.2, 0.2]],
+                          "n_iter": [[5, 5], [5, 5]], "converged": global_converged} for k in (2, 3)}
+    return makkuva2019.Result(cfg, "cpu", sweep, panel, [], global_em, constants, {}, 0.0)
 
 
 def test_makkuva2019_claims_hold_and_fail():
@@ -173,12 +177,17 @@ def test_makkuva2019_claims_hold_and_fail():
     assert by_id["makkuva2019/tensor-consistency"].reproduced == pytest.approx(-0.5, abs=1e-3)
     assert by_id["makkuva2019/gating-em-recovery"].reproduced == pytest.approx(2.0)
     assert by_id["makkuva2019/transform-constants"].reproduced == f"< {makkuva2019.NOISE_FLOOR:.0e}"
-    failed = makkuva2019.claims(_makkuva(cfg, tensor_rate=-0.2, em_ratio=3.5, free_rate=-0.3, constant_gap=1e-5))
+    assert by_id["makkuva2019/gating-em-global"].reproduced == "< 1e-03"  # spread 1e-6 / error 0.1: tolerance
+    failed = makkuva2019.claims(_makkuva(cfg, tensor_rate=-0.2, em_ratio=3.5, free_rate=-0.3, constant_gap=1e-5,
+                                         global_spread=0.002))
     assert_only_these_fail(failed, [c.id for c in held])
     gap = {c.id: c for c in failed}["makkuva2019/transform-constants"].reproduced
     assert gap == pytest.approx(1e-5)  # |4 (1 + 1e-5) - 4| / max(1, 4)
     # the orthogonality claim needs both halves: a decaying control alone, or a plateau alone, fails
     assert verdicts(makkuva2019.claims(_makkuva(cfg, orth_rate=-0.3)))["makkuva2019/orthogonality-needed"] is False
+    assert {c.id: c for c in failed}["makkuva2019/gating-em-global"].reproduced == pytest.approx(0.02)
+    # starts that agree but did not all stop within em_max_iter do not count as global convergence
+    assert verdicts(makkuva2019.claims(_makkuva(cfg, global_converged=False)))["makkuva2019/gating-em-global"] is False
 
 
 # ------------------------------------------------------------------------------------------------ wang2025

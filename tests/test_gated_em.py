@@ -156,3 +156,30 @@ def test_em_log_likelihood_agrees_with_the_package():
     x, y, a, w, _, _ = _problem(seed=5)
     np.testing.assert_allclose(gated_em.log_likelihood(x, y, a, w, "linear", 0.1).numpy(),
                                _likelihood_by_hand(x, y, a, w), rtol=1e-12)
+
+
+def test_scale_step_is_weighted_least_squares_for_the_linear_link():
+    # s_i = argmin_s sum_n r_ni (y_n - s u_i^T x_n)^2, by numpy.linalg.lstsq on sqrt(r)-weighted rows
+    gen = torch.Generator().manual_seed(6)
+    x, y, _, _, u, _ = _problem(seeds=2, n=300, seed=6)
+    r = _soft_labels(2, 300, 3, gen)
+    start = torch.rand(2, 3, generator=gen, dtype=F64) + 0.5
+    got = gated_em.scale_step(x, y, r, u, start, "linear")
+    for s in range(2):
+        for i in range(3):
+            sw = r[s, :, i].sqrt().numpy()
+            t = (x[s] @ u[s, i]).numpy()
+            want = np.linalg.lstsq((sw * t)[:, None], sw * y[s].numpy(), rcond=None)[0][0]
+            assert float(got[s, i]) == pytest.approx(want, rel=1e-12)
+
+
+def test_gating_scale_em_recovers_common_scale():
+    # regressors 3x longer, true directions given: the fitted scales approach 3 (tolerance ~ n^(-1/2))
+    gen = torch.Generator().manual_seed(7)
+    n = 4000
+    a, w = random_parameters(2, 5, 2, 2.0, gen)
+    x, y = sample_batch(n, 3 * a, w, "linear", 0.1, gen)
+    _, w0 = gated_em.random_start(2, 2, 5, gen)
+    _, scale, n_iter = gated_em.gating_scale_em(x, y, a, w0, "linear", 0.1, max_iter=100)
+    assert bool((n_iter < 100).all())
+    assert float((scale - 3).abs().max()) < 5 / math.sqrt(n)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from moetheory import runtime
 from moetheory.data import sample_gated_moe
 from moetheory.papers import makkuva2019 as paper
-from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019 import global_em, moments
 from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
 runtime.set_threads(1)
@@ -54,6 +54,85 @@ def test_transform_kills_low_order_terms_monte_carlo(g):
     for values, target in ((s3 * z, 0.0), (s3 * (z**2 - 1), 0.0), (s3 * (z**3 - 3 * z), c["c3"]),
                            (s2 * z, 0.0), (s2 * (z**2 - 1), c["c2"])):
         assert abs(values.mean() - target) < 5 * values.std() / math.sqrt(n)
+
+
+SIGMA_FREE = ("alpha", "gamma", "c3", "c2")  # constants that do not depend on sigma; beta = beta_0 - 3 sigma^2
+
+
+def test_sigma_invariance_symbolically_for_any_link():
+    # E[He_p(Z) m_j(Z)] with m_j the conditional moments of y = g(Z) + sigma * noise and g an arbitrary link: write
+    # E[He_p g^j] as free symbols G_pj (E[He_p] = 0 for p >= 1 removes the constant terms), solve, and read off
+    # which constants involve sigma
+    sigma, g = sp.symbols("sigma g", positive=True)
+    G = {(p, j): sp.Symbol(f"G{p}{j}") for p in (1, 2, 3) for j in (1, 2, 3)}
+    m = moments.conditional_moments(g, sigma)
+    e = {(p, j + 1): sum(c * (G[p, deg] if deg else 0) for (deg,), c in sp.Poly(m[j], g).terms())
+         for p in (1, 2, 3) for j in range(3)}
+    const = moments._solve_constants(e)
+    assert all(sigma not in sp.simplify(const[k]).free_symbols for k in SIGMA_FREE)
+    assert sp.simplify(const["beta"] + 3 * sigma**2).free_symbols.isdisjoint({sigma})
+    exact = {g: moments.symbolic_constants(g) for g in ("linear", "relu")}  # the closed forms agree
+    for c in exact.values():
+        s = sp.Symbol("sigma", positive=True)
+        assert all(s not in c[k].free_symbols for k in SIGMA_FREE)
+        assert s not in sp.simplify(c["beta"] + 3 * s**2).free_symbols
+
+
+@pytest.mark.parametrize("g", ["linear", "sigmoid", "relu"])
+def test_sigma_invariance_by_quadrature(g):
+    base = moments.transform_constants(g, 0.1, "quad")
+    for sigma in (0.3, 1.0, 2.5):
+        c = moments.transform_constants(g, sigma, "quad")
+        assert all(c[k] == pytest.approx(base[k], rel=1e-9, abs=1e-12) for k in SIGMA_FREE)
+        assert c["beta"] == pytest.approx(base["beta"] - 3 * (sigma**2 - 0.1**2), rel=1e-9, abs=1e-12)
+
+
+def _moment_constants(e):
+    """alpha, beta, gamma, c3, c2 from E[He_p(Z) y^j] (p, j = 1..3), solved here from the defining conditions."""
+    alpha, beta = np.linalg.solve([[e[1, 2], e[1, 1]], [e[2, 2], e[2, 1]]], [-e[1, 3], -e[2, 3]])
+    gamma = -e[1, 2] / e[1, 1]
+    return {"alpha": alpha, "beta": beta, "gamma": gamma, "c3": e[3, 3] + alpha * e[3, 2] + beta * e[3, 1],
+            "c2": e[2, 2] + gamma * e[2, 1]}
+
+
+@pytest.mark.parametrize("g", ["linear", "sigmoid", "relu"])
+def test_sigma_invariance_monte_carlo(g):
+    # the constants estimated from simulated (Z, y) at sigma = 0.1 and 0.5 on the same draws: alpha, gamma, c3, c2
+    # agree and beta shifts by -3 (0.5^2 - 0.1^2), within 5 jackknife standard errors (20 batches; the tolerance
+    # shrinks like n^(-1/2)); each value also matches the package's at 5 standard errors
+    rng = np.random.default_rng(0)
+    link = {"linear": lambda t: t, "sigmoid": lambda t: 1 / (1 + np.exp(-t)), "relu": lambda t: np.maximum(t, 0)}[g]
+    sigmas, n_batches, size = (0.1, 0.5), 20, 50_000
+    batches = []
+    for _ in range(n_batches):
+        z, noise = rng.standard_normal(size), rng.standard_normal(size)
+        he = {1: z, 2: z**2 - 1, 3: z**3 - 3 * z}
+        ys = {s: link(z) + s * noise for s in sigmas}
+        batches.append({(s, p, j): np.mean(he[p] * ys[s] ** j) for s in sigmas for p in he for j in (1, 2, 3)})
+
+    def stats(keep):
+        e = {key: np.mean([batches[b][key] for b in keep]) for key in batches[0]}
+        lo, hi = (_moment_constants({(p, j): e[s, p, j] for p in (1, 2, 3) for j in (1, 2, 3)}) for s in sigmas)
+        return {**{("diff", k): hi[k] - lo[k] for k in lo}, **{("value", s, k): c[k] for s, c in zip(sigmas, (lo, hi))
+                                                               for k in c}}
+
+    full = stats(range(n_batches))
+    loo = [stats([b for b in range(n_batches) if b != j]) for j in range(n_batches)]
+    se = {key: np.sqrt((n_batches - 1) * np.var([x[key] for x in loo])) for key in full}
+    shift = {k: 0.0 for k in SIGMA_FREE} | {"beta": -3 * (sigmas[1] ** 2 - sigmas[0] ** 2)}
+    for k in moments.CONSTANTS:
+        assert abs(full["diff", k] - shift[k]) < 5 * se["diff", k], k
+        for s in sigmas:
+            assert abs(full["value", s, k] - moments.transform_constants(g, s)[k]) < 5 * se["value", s, k], (s, k)
+
+
+def test_output_second_moment_closed_forms_and_monte_carlo():
+    for sigma in (0.1, 0.5):
+        assert moments.output_second_moment("linear", sigma) == pytest.approx(1 + sigma**2, rel=1e-12)
+        assert moments.output_second_moment("relu", sigma) == pytest.approx(0.5 + sigma**2, rel=1e-12)
+    z = np.random.default_rng(3).standard_normal(400_000)
+    g2 = (1 / (1 + np.exp(-z))) ** 2
+    assert abs(moments.output_second_moment("sigmoid", 0.2) - 0.04 - g2.mean()) < 5 * g2.std() / math.sqrt(len(z))
 
 
 def test_population_moments_match_formula():
@@ -126,12 +205,29 @@ def test_generator_deterministic_and_validates():
         sample_gated_moe(10, a, w, "linear", 0.0, 0)
     with pytest.raises(ValueError, match="gating"):
         sample_gated_moe(10, a, w[:1], "linear", 0.1, 0)
-    with pytest.raises(ValueError, match="k must be <= the dimension"):
+    with pytest.raises(ValueError, match="k must be in"):
         sample_gated_moe(10, np.ones((3, 2)), np.zeros((3, 2)), "linear", 0.1, 0)
     with pytest.raises(ValueError, match="last row"):
         sample_gated_moe(10, a, np.ones((2, 3)), "linear", 0.1, 0)
     with pytest.raises(ValueError, match="finite"):
         sample_gated_moe(10, a * np.nan, w, "linear", 0.1, 0)
+
+
+@pytest.mark.parametrize("d", [3, 6])
+def test_as_many_experts_as_dimensions_is_refused(d):
+    # k = d leaves no direction orthogonal to span(A): random_parameters used to normalise rounding noise into
+    # "orthogonal" gating rows (|W A^T| = 1.95 instead of ~1e-15); now every entry point refuses it in one line
+    with pytest.raises(ValueError, match=rf"^k must be an integer in \[2, {d - 1}\]; got {d}$"):
+        random_parameters(1, d, d, 2.0, torch.Generator().manual_seed(0))
+    a, w = np.eye(d), np.zeros((d, d))
+    with pytest.raises(ValueError, match=rf"k must be in \[2, d - 1\] = \[2, {d - 1}\] .*got k={d}, d={d}$"):
+        sample_gated_moe(10, a, w, "linear", 0.1, 0)
+    with pytest.raises(ValueError, match=rf"^n_experts must be an integer in \[2, {d - 1}\]; got {d}$"):
+        paper.Config(d=d, n_experts=d)
+    with pytest.raises(ValueError, match=rf"^regimes\[0\].n_experts must be an integer in \[2, {d - 1}\]"):
+        paper.Config(regimes=(paper.Regime("k = d", d, d, 100),))
+    a, w = random_parameters(2, d, d - 1, 2.0, torch.Generator().manual_seed(0))  # the largest k allowed
+    assert float((w @ a.transpose(1, 2)).abs().max()) < 1e-12  # gating orthogonal to every regressor
 
 
 def test_generator_gating_probabilities():
@@ -154,16 +250,50 @@ def test_config_validation():
         paper.Config(sample_sizes=(5_000, 1_000))
     with pytest.raises(ValueError, match="scale"):
         paper.config("huge")
+    with pytest.raises(ValueError, match=r"^global_experts must be an integer in \[2, 9\]; got 10$"):
+        paper.Config(global_experts=(2, 10))
+    with pytest.raises(ValueError, match="global_norms"):
+        paper.Config(global_norms=(0.0, 1.0))
+    with pytest.raises(ValueError, match="global_n"):
+        paper.Config(global_n=10)
 
 
 def test_tiny_runs_end_to_end_with_every_claim():
     result = paper.run(paper.config("tiny"), device="cpu")
     got = {c.id for c in paper.claims(result)}
     assert got == {"makkuva2019/tensor-consistency", "makkuva2019/gating-em-recovery",
-                   "makkuva2019/orthogonality-needed", "makkuva2019/transform-constants"}
+                   "makkuva2019/orthogonality-needed", "makkuva2019/gating-em-global",
+                   "makkuva2019/transform-constants"}
+    assert next(c for c in paper.claims(result) if c.id == "makkuva2019/gating-em-global").holds  # even at tiny
     metrics = result.metrics()
     methods = {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam"}
     assert set(metrics["sweep"]) >= methods
     import json
 
     json.dumps(metrics)
+
+
+def test_start_grid_norms_and_reference_row():
+    gen = torch.Generator().manual_seed(0)
+    _, w = random_parameters(1, 6, 3, 2.0, gen)
+    starts = global_em.start_grid(w[0], (0.01, 1.0, 100.0), 2, gen)
+    assert starts.shape == (6, 3, 6) and bool((starts[:, -1] == 0).all())
+    want = torch.tensor([0.01, 0.01, 1.0, 1.0, 100.0, 100.0], dtype=torch.float64) * w[0].norm()
+    torch.testing.assert_close(starts.flatten(1).norm(dim=-1), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_gating_em_reaches_one_w_from_every_start(k):
+    # the paper's claim with the true regressors: starts from 0.01x to 100x ||W|| all end at the same W (spread
+    # set by the stopping tolerance, far below the statistical error), within ~ sqrt(k d / n) of the truth
+    d, n = 6, 2_000
+    out = global_em.global_convergence(d, k, n, 1, (0.01, 0.1, 1.0, 10.0, 100.0), 2, gating_norm=2.0,
+                                       noise_std=0.1, generator=torch.Generator().manual_seed(k), max_iter=100,
+                                       tol=1e-7)
+    errors = np.array(out["error"][0])
+    assert out["converged"] and len(errors) == 10
+    assert out["spread"][0] < 1e-3 * math.sqrt(k * d / n)
+    assert errors.max() < 6 * math.sqrt(k * d / n)
+    with pytest.raises(ValueError, match=r"^k must be an integer in \[2, 5\]; got 6$"):
+        global_em.global_convergence(d, d, n, 1, (1.0,), 1, gating_norm=2.0, noise_std=0.1,
+                                     generator=torch.Generator())

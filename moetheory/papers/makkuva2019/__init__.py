@@ -1,8 +1,13 @@
-"""Makkuva, Kannan, Viswanath & Oh (2019): consistent estimation of a gated mixture of experts.
+"""Makkuva, Viswanath, Kannan & Oh (ICML 2019, PMLR 97:4304-4313), "Breaking the gridlock in Mixture-of-Experts:
+Consistent and Efficient Algorithms" (bib key ``makkuva2019``; arXiv 1802.07417 v2/v3, same title, list the authors as
+Makkuva, Oh, Kannan, Viswanath), first circulated as arXiv 1802.07417 v1 (February 2018), "Globally Consistent
+Algorithms for Mixture of Experts" by Makkuva, Kannan & Viswanath (bib key ``makkuva2018``): consistent estimation of
+a gated mixture of experts.
 
 Wires the tensor method (:mod:`.moments`), gating EM, joint EM and Adam (:mod:`.gated_em`) into the
-chapter's experiments (``book/makkuva2019.ipynb``): error against n, the orthogonality assumption panel, and failure
-fractions of random-init EM against tensor initialisation in hard regimes.
+chapter's experiments (``book/makkuva2019.ipynb``): error against n, the orthogonality assumption panel, failure
+fractions of random-init EM against tensor initialisation in hard regimes, and gating EM from starts of very
+different norms with the true regressors (:mod:`.global_em`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.metrics import loglog_slope, permutation_match, unit
 from moetheory.papers import Paper
-from moetheory.papers.makkuva2019 import moments
+from moetheory.papers.makkuva2019 import global_em, moments
 from moetheory.papers.makkuva2019.gated_em import adam_mle, gating_em, joint_em, random_start
 from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
 
@@ -29,6 +34,8 @@ RATE_SLOPE = -0.35  # ... while the orthogonal control must decay faster than th
 CONSTANT_RTOL = 1e-6  # transform-constants: agreement of two independent routes
 NOISE_FLOOR = 1e-12  # transform-constants: a gap below this is floating-point noise; reported as "< 1e-12"
 FAIL_THRESHOLD = 0.5  # a run "fails" when the permutation error of its unit regressors exceeds this
+GLOBAL_SPREAD = 0.01  # gating-em-global: final W's across starts within this fraction of the error to the truth
+SPREAD_FLOOR = 1e-3  # gating-em-global: a ratio below this is EM's stopping tolerance; reported as "< 1e-03"
 PROVENANCE = {  # claim id -> (provenance, source); the paper's text could not be read: no number of it is used
     "makkuva2019/tensor-consistency": (
         "abstract", "title (ICML 2019: 'Consistent and Efficient Algorithms'; arXiv v1: 'Globally Consistent "
@@ -40,6 +47,11 @@ PROVENANCE = {  # claim id -> (provenance, source); the paper's text could not b
     "makkuva2019/orthogonality-needed": (
         "not read", "paper text not read: gating orthogonal to the regressors is recalled as an assumption of the "
         "paper (unverified); the bias without it is derived and measured here"),
+    "makkuva2019/gating-em-global": (
+        "abstract", "abstract (ICML 2019; arXiv v2/v3): with the experts known, the EM algorithm for the gating, "
+        "'unlike the joint EM algorithm, converges to the true parameters'; arXiv v1's Algorithm 2 starts it at a "
+        "random w0; that it converges from any start is how third-party summaries state it (paper text not read); "
+        "the starts, their norms and the test are ours"),
     "makkuva2019/transform-constants": (
         "derived", "derived here (Stein's identity, Gaussian moments; SymPy): the paper's text, which defines the "
         "transforms, could not be read"),
@@ -84,6 +96,11 @@ class Config:
         Regime("k = 5", 10, 5, 3_000),
         Regime("collapsed start", 10, 3, 3_000, collapsed=True),
     )  # hard regimes for random-init EM vs tensor initialisation
+    global_experts: tuple[int, ...] = (2, 3)  # k of the global-convergence check (k = 2: the paper's setting)
+    global_n: int = 4_000  # samples per instance there (d as above)
+    global_seeds: int = 2  # instances per k
+    global_norms: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # start norms, in units of ||W_true||_F
+    global_directions: int = 2  # random start directions per norm
     seed: int = 0  # base seed: parameters, data and random starts of every stage
 
     def __post_init__(self):
@@ -108,6 +125,17 @@ class Config:
             check_int(f"regimes[{i}].d", reg.d, 3)
             check_int(f"regimes[{i}].n_experts", reg.n_experts, 2, reg.d - 1)
             check_int(f"regimes[{i}].n", reg.n, 2 * reg.d)
+        if not self.global_experts:
+            raise ValueError("global_experts must name at least one k")
+        for k in self.global_experts:
+            check_int("global_experts", k, 2, self.d - 1)
+        check_int("global_n", self.global_n, 2 * self.d)
+        check_int("global_seeds", self.global_seeds, 1)
+        check_int("global_directions", self.global_directions, 1)
+        if not self.global_norms:
+            raise ValueError("global_norms must hold at least one start norm")
+        for norm in self.global_norms:
+            check_float("global_norms", norm, 0.0, 1e6, low_open=True)  # beyond: the softmax gate overflows
         check_int("seed", self.seed, 0, MAX_SEED)
 
 
@@ -115,12 +143,13 @@ PRESETS = {
     # seconds: unit tests
     "tiny": Config(d=6, n_experts=2, sample_sizes=(2_000, 8_000, 32_000), n_seeds=2, adam_max_n=2_000,
                    adam_steps=200, em_max_iter=50, panel_sizes=(4_000, 64_000), panel_seeds=2, failure_seeds=4,
-                   regimes=(Regime("n/d = 50", 6, 2, 300), Regime("collapsed start", 6, 2, 1_000, True))),
+                   regimes=(Regime("n/d = 50", 6, 2, 300), Regime("collapsed start", 6, 2, 1_000, True)),
+                   global_n=1_000, global_seeds=1, global_norms=(0.01, 1.0, 100.0), global_directions=1),
     "quick": Config(),  # the notebook
     # larger n, more seeds
     "paper": Config(sample_sizes=(1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000), n_seeds=10,
                     adam_max_n=100_000, adam_steps=1_500, panel_sizes=(10_000, 100_000, 1_000_000, 4_000_000),
-                    panel_seeds=5, failure_seeds=200),
+                    panel_seeds=5, failure_seeds=200, global_n=20_000, global_seeds=3, global_directions=3),
 }
 
 
@@ -155,6 +184,7 @@ class Result:
     sweep: dict  # method -> {"err_a": (len(n), seeds), "err_w": ..., "n": [...]}
     panel: dict  # "orthogonal"/"not orthogonal" -> (len(panel n), panel seeds) tensor errors
     failures: list  # one dict per regime
+    global_em: dict  # str(k) -> global_em.global_convergence(...) output (gating EM from many starts, true A)
     constants: dict  # nonlinearity -> sigma -> {"package": ..., "independent": ..., "route": ...}
     timings: dict  # seconds per stage (not in metrics(): a run's time is its report's)
     elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
@@ -168,6 +198,8 @@ class Result:
             "panel": {k: tolist(v) for k, v in self.panel.items()},
             "panel_sizes": list(self.config.panel_sizes),
             "failures": self.failures,
+            "global_em": {k: {**v, "spread": [float(f"{s:.3g}") for s in v["spread"]], "error": tolist(v["error"])}
+                          for k, v in self.global_em.items()},
             "constants": self.constants,
         }
 
@@ -241,6 +273,15 @@ def _failures(cfg: Config, dev, gen, progress) -> list:
     return out
 
 
+def _global(cfg: Config, dev, gen, progress) -> dict:
+    """Gating EM with the true regressors from starts of norm 0.01x to 100x ||W|| (:mod:`.global_em`), per k."""
+    return {str(k): global_em.global_convergence(cfg.d, k, cfg.global_n, cfg.global_seeds, cfg.global_norms,
+                                                 cfg.global_directions, gating_norm=cfg.gating_norm,
+                                                 noise_std=cfg.noise_std, generator=gen, device=dev,
+                                                 max_iter=cfg.em_max_iter, tol=cfg.em_tol)
+            for k in runtime.progress(cfg.global_experts, desc="gating EM from many starts", enabled=progress)}
+
+
 def _constants() -> dict:
     """Package constants against an independent route: SymPy exact (linear, ReLU) or Gauss-Hermite (sigmoid)."""
     out = {}
@@ -254,13 +295,14 @@ def _constants() -> dict:
 
 
 def run(config: Config, device="auto", progress: bool = False) -> Result:
-    """The error-vs-n sweep, the orthogonality panel and the hard regimes (one random stream, seeds batched), then
-    the transform constants by two routes."""
+    """The error-vs-n sweep, the orthogonality panel, the hard regimes and gating EM from many starts (one random
+    stream, seeds batched; the last stage draws last, so the earlier ones see the stream they always saw), then the
+    transform constants by two routes."""
     dev = runtime.resolve_device(device)
     runtime.seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     start, timings = time.perf_counter(), {}
-    stages = (("sweep", _sweep), ("panel", _panel), ("failures", _failures))
+    stages = (("sweep", _sweep), ("panel", _panel), ("failures", _failures), ("global", _global))
     results = {}
     for name, fn in stages:
         t0 = time.perf_counter()
@@ -270,7 +312,7 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
     constants = _constants()
     timings["constants"] = time.perf_counter() - t0
     return Result(config, runtime.device_description(dev), results["sweep"], results["panel"], results["failures"],
-                  constants, timings, time.perf_counter() - start)
+                  results["global"], constants, timings, time.perf_counter() - start)
 
 
 def claims(result: Result) -> list[Claim]:
@@ -283,6 +325,10 @@ def claims(result: Result) -> list[Claim]:
               for g in result.constants.values() for c in g.values() for k in moments.CONSTANTS)
     exact = moments.symbolic_constants("linear")
     sigma = next(iter(exact["beta"].free_symbols))
+    spreads = {k: max(s / np.median(e) for s, e in zip(v["spread"], v["error"], strict=True))
+               for k, v in result.global_em.items()}  # per k: worst spread across starts / median error to truth
+    worst = max(spreads.values())
+    converged = all(v["converged"] for v in result.global_em.values())
     linear_exact = (exact["alpha"] == 0 and (exact["beta"] + 3 * (1 + sigma**2)).expand() == 0
                     and exact["c3"] == 6 and exact["c2"] == 2 and exact["gamma"] == 0)
     return [
@@ -304,6 +350,18 @@ def claims(result: Result) -> list[Claim]:
                         f"gating row i = orthogonal part + {cfg.panel_overlap} a_i, and < {RATE_SLOPE} with "
                         "orthogonal gating",
               **provenance_of("makkuva2019/orthogonality-needed")),
+        Claim("makkuva2019/gating-em-global",
+              "With the true regressors, gating EM reaches the same W from every start, whatever its norm: global "
+              "convergence, for k = 2 (the paper's setting) and k = 3.",
+              ledger.NOT_REPORTED, f"< {SPREAD_FLOOR:.0e}" if worst < SPREAD_FLOOR else float(f"{worst:.3g}"),
+              bool(converged and worst <= GLOBAL_SPREAD),
+              criterion=f"k in {list(cfg.global_experts)}, {cfg.global_seeds} instance(s) each (d = {cfg.d}, n = "
+                        f"{cfg.global_n}), {len(cfg.global_norms) * cfg.global_directions} starts of norm "
+                        f"{list(cfg.global_norms)} x ||W||: every run stops within em_max_iter = {cfg.em_max_iter} "
+                        f"and the spread of the final W across starts (largest distance) is <= {GLOBAL_SPREAD} x "
+                        "their median distance to the truth; reported: the largest such ratio (below "
+                        f"{SPREAD_FLOOR:.0e}: the stopping tolerance em_tol = {cfg.em_tol})",
+              **provenance_of("makkuva2019/gating-em-global")),
         Claim("makkuva2019/transform-constants",
               "The output-transform constants (our derivation; the paper's values could not be read): linear "
               "alpha=0, beta=-3(1+sigma^2), gamma=0, c3=6, c2=2 exactly; sigmoid and ReLU by quadrature.",

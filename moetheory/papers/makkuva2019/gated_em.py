@@ -108,6 +108,36 @@ def gating_em(x, y, a, w, nonlinearity: str, noise_std: float, *, max_iter: int 
     return w, n_iter
 
 
+def scale_step(x, y, r, u, scale, nonlinearity: str) -> torch.Tensor:
+    """M-step for the expert scales: regressors ``a_i = s_i u_i`` with unit directions ``u (S, k, d)`` held fixed and
+    scales ``s (S, k)``; one Gauss-Newton step of the weighted least squares
+    ``min_s sum_n r_ni (y_n - g(s_i u_i^T x_n))^2`` per expert (exact for the linear link)."""
+    t = x @ u.transpose(-1, -2)  # (S, n, k)
+    st = scale.unsqueeze(-2) * t
+    jac = link_derivative(nonlinearity)(st) * t  # d g(s t) / ds
+    resid = y.unsqueeze(-1) - link(nonlinearity)(st)
+    return scale + (r * jac * resid).sum(-2) / (r * jac**2).sum(-2).clamp_min(1e-300)
+
+
+def gating_scale_em(x, y, u, w, nonlinearity: str, noise_std: float, *, scale=None, max_iter: int = 200,
+                    tol: float = 1e-6):
+    """EM for the gating and one scale per expert, the directions ``u`` held fixed: regressors ``a_i = s_i u_i``.
+    Each iteration: E-step, then the gating M-step (:func:`gating_newton_step`) and the scale M-step
+    (:func:`scale_step`) on the same responsibilities (the expected log-likelihood separates in W and s).
+    ``scale`` ``(S, k)`` starts at ones unless given. Returns ``(W, scale, n_iter)``."""
+    scale = torch.ones(u.shape[:-1], dtype=u.dtype, device=u.device) if scale is None else scale
+    n_iter = torch.full((x.shape[0],), max_iter, dtype=torch.long, device=x.device)
+    for it in range(1, max_iter + 1):
+        r = responsibilities(x, y, u * scale.unsqueeze(-1), w, nonlinearity, noise_std)
+        new_w, new_s = gating_newton_step(x, r, w), scale_step(x, y, r, u, scale, nonlinearity)
+        done = _converged(torch.cat([w.flatten(1), scale], -1), torch.cat([new_w.flatten(1), new_s], -1), tol)
+        n_iter = torch.where(done & (n_iter == max_iter), torch.full_like(n_iter, it), n_iter)
+        w, scale = new_w, new_s
+        if bool((n_iter < max_iter).all()):
+            break
+    return w, scale, n_iter
+
+
 def joint_em(x, y, a, w, nonlinearity: str, noise_std: float, *, max_iter: int = 200, tol: float = 1e-6):
     """Joint EM over (A, W) (Jordan & Jacobs 1994): E-step, then a regressor and a gating M-step.
     Returns ``(A, W, n_iter)``; the regressors are not normalised (compare directions after normalising)."""

@@ -19,7 +19,10 @@ NONLINEARITIES = LINKS  # the expert links g (:mod:`moetheory.activations`)
 
 
 def check_parameters(regressors, gating) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``regressors`` (k, d) and ``gating`` (k, d): finite, same shape, k <= d, last gating row zero."""
+    """Validate ``regressors`` (k, d) and ``gating`` (k, d): finite, same shape, 2 <= k < d, last gating row zero.
+
+    k < d, not k <= d: the model's gating rows must be orthogonal to span(A), which leaves them no room when k = d.
+    """
     a = np.asarray(regressors, dtype=float)
     w = np.asarray(gating, dtype=float)
     if a.ndim != 2 or a.shape[0] < 2:
@@ -27,8 +30,9 @@ def check_parameters(regressors, gating) -> tuple[np.ndarray, np.ndarray]:
     if w.shape != a.shape:
         raise ValueError(f"gating must have the shape of regressors {a.shape}; got {w.shape}")
     k, d = a.shape
-    if k > d:
-        raise ValueError(f"regressors: the number of experts k must be <= the dimension d; got k={k}, d={d}")
+    if k >= d:
+        raise ValueError(f"regressors: the number of experts k must be in [2, d - 1] = [2, {d - 1}] (gating "
+                         f"orthogonal to span(A) needs k < d); got k={k}, d={d}")
     for name, arr in (("regressors", a), ("gating", w)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must contain only finite values")
@@ -78,7 +82,10 @@ def random_parameters(seeds: int, d: int, k: int, gating_norm: float, generator:
 
     Gating row i is a random vector orthogonal to span(A) of norm ``gating_norm`` (the paper's assumption) plus
     ``overlap * a_i``: ``overlap = 0`` satisfies the assumption, ``overlap > 0`` breaks it by a known amount.
+    Needs 2 <= k < d: with k = d no direction is orthogonal to span(A) (a ``ValueError`` names the range).
     """
+    check_int("d", d, 3)
+    check_int("k", k, 2, d - 1)  # k = d would normalise rounding noise into the "orthogonal" gating rows
     a = torch.randn(seeds, k, d, generator=generator, dtype=torch.float64)
     a = a / a.norm(dim=-1, keepdim=True)
     w = torch.randn(seeds, k, d, generator=generator, dtype=torch.float64)

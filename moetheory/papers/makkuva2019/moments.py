@@ -118,6 +118,22 @@ def transform_constants(nonlinearity: str = "linear", noise_std: float = 0.1, me
     return {k: float(v) for k, v in _solve_constants(e).items()}
 
 
+@lru_cache(maxsize=64)
+def output_second_moment(nonlinearity: str = "linear", noise_std: float = 0.1) -> float:
+    """E[y^2] = E[g(Z)^2] + sigma^2 for one expert with a unit-norm regressor, Z ~ N(0, 1): the output's second
+    moment under the model (every expert alike when the gating is orthogonal to the regressors). Quadrature split
+    at z = 0 (ReLU's kink); the linear value is 1 + sigma^2 and the ReLU one 1/2 + sigma^2."""
+    g = numpy_link(check_choice("nonlinearity", nonlinearity, NONLINEARITIES))
+    sigma = check_float("noise_std", noise_std, 0.0, low_open=True)
+
+    def integrand(t):
+        return g(t) ** 2 * np.exp(-t * t / 2) / np.sqrt(2 * np.pi)
+
+    mean_g2 = sum(integrate.quad(integrand, lo, hi, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+                  for lo, hi in ((-np.inf, 0), (0, np.inf)))
+    return float(mean_g2 + sigma**2)
+
+
 def output_transforms(y: torch.Tensor, constants: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """S_3(y) = y^3 + alpha y^2 + beta y and S_2(y) = y^2 + gamma y, elementwise."""
     s3 = y * (y * (y + constants["alpha"]) + constants["beta"])
