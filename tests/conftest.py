@@ -59,7 +59,7 @@ def toy_claims(result):
                   **toy_provenance("toy/mean-above"))]
 
 
-TOY = papers.Paper(name="toy", title="A toy paper for tests", cite_key="none", config=toy_config, run=toy_run,
+TOY = papers.Paper(name="toy", title="A toy paper for tests", config=toy_config, run=toy_run,
                    claims=toy_claims, provenance=toy_provenance)
 
 

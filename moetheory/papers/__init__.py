@@ -44,7 +44,6 @@ class Paper:
 
     name: str  # registry name and claim-id prefix, e.g. "chen2022"
     title: str  # one line, shown by `moetheory list`
-    cite_key: str  # key in book/references.bib
     config: Callable[[str], Any]  # scale -> Config
     run: Callable[..., Any]  # run(config, device="auto", progress=False) -> result with .metrics()
     claims: Callable[[Any], list]  # claims(result) -> list[Claim]

@@ -267,4 +267,4 @@ def claims(result: Result) -> list[Claim]:
 
 PAPER = Paper(name="hermite",
               title="Hermite analysis: information exponents and online-SGD sample complexity",
-              cite_key="benarous2021", config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_of)

@@ -310,4 +310,4 @@ def claims(result: Result) -> list[Claim]:
 
 
 PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",
-              cite_key="chen2022", config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_of)

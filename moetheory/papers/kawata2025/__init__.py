@@ -337,7 +337,6 @@ def samples_to_recover(result: Result, threshold: float = 0.8) -> np.ndarray:
 PAPER = Paper(
     name="kawata2025",
     title="Kawata et al. 2025: MoE detect and learn latent cluster structure",
-    cite_key="kawata2025",
     config=config,
     run=run,
     claims=claims,

@@ -375,4 +375,4 @@ def claims(result: Result) -> list[Claim]:
 
 
 PAPER = Paper(name="makkuva2019", title="Makkuva et al. 2019: consistent tensor + EM estimation of a gated MoE",
-              cite_key="makkuva2019", config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_of)

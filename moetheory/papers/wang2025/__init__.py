@@ -342,4 +342,4 @@ def claims(result: Result) -> list[Claim]:
 
 
 PAPER = Paper(name="wang2025", title="Wang & E (2025): expressive power of MoE on manifolds and with depth",
-              cite_key="wang2025", config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_of)
