@@ -142,9 +142,12 @@ def test_redirect_pages_are_skipped(tmp_path):
 
 def test_no_browser_means_a_notice_and_success_unless_required(monkeypatch, capsys):
     monkeypatch.setattr(check_pages, "find_browser", lambda: None)
+    monkeypatch.delenv("MOETHEORY_REQUIRE_BROWSER", raising=False)  # CI sets it
     assert check_pages.main(["--html", "nowhere"]) == 0
     assert "NOT checked" in capsys.readouterr().err
     assert check_pages.main(["--html", "nowhere", "--require"]) == 1
+    monkeypatch.setenv("MOETHEORY_REQUIRE_BROWSER", "1")
+    assert check_pages.main(["--html", "nowhere"]) == 1
 
 
 @pytest.mark.skipif(check_pages.find_browser() is None, reason="no Chromium installed: the browser run is not tested")
