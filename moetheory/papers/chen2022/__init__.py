@@ -205,7 +205,8 @@ def _name(act: str) -> str:
 
 def _stats(values: torch.Tensor) -> dict:
     v = values.double()
-    return {"mean": round(float(v.mean()), 3), "std": round(float(v.std()) if v.numel() > 1 else 0.0, 3)}
+    # 4 decimals: the chapter prints 1-2 of them, and a 3-decimal mean such as 0.375 would round a second time
+    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std()) if v.numel() > 1 else 0.0, 4)}
 
 
 def _row(model, setting, acc, ent, epochs) -> dict:
@@ -298,13 +299,14 @@ def claims(result: Result) -> list[Claim]:
             f"{ent_m} ± {ent_s}", ours, abs(ours - ent_m) <= 2 * ent_s,
             criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std",
             **provenance_of(f"chen2022/moe-{slug}-entropy", run_config)))
-    best_act, best = result.bound_best()
+    _, best = result.bound_best()
     out.append(Claim(
         "chen2022/single-expert-bound",
         "verify data (D_alpha = D_gamma): best test accuracy (%) of single models over activations "
         + ", ".join(cfg.bound_activations),
-        f"<= {BOUND_LIMIT}", round(best, 2), best <= BOUND_LIMIT,
-        criterion=f"best mean accuracy ({best_act}) at most 87.5 (Theorem 4.1: error >= 1/8)",
+        f"<= {BOUND_LIMIT}", round(best, 1), best <= BOUND_LIMIT,
+        # not which activation is best: two of them can tie within the runs' chaotic scatter
+        criterion="best mean accuracy over the activations at most 87.5 (Theorem 4.1: error >= 1/8)",
         **provenance_of("chen2022/single-expert-bound", run_config)))
     return out
 
