@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from moetheory.ledger_view import ClaimsFrame, claims_html
+from moetheory.ledger_view import ClaimsFrame, claims_html, claims_markdown
 
 NOT_REPORTED = "not reported"
 """Paper value for a claim whose number the paper does not give, or that could not be consulted."""
@@ -178,9 +178,14 @@ class Ledger(Sequence):
         with pd.option_context("display.max_colwidth", 60, "display.width", 200):
             return self.frame().drop(columns=["statement"]).to_string()
 
+    def _runs(self) -> dict:
+        return {"ours": {c.id: (fmt(c.reproduced), c.verdict) for c in self._claims}}
+
     def _repr_html_(self) -> str:
-        runs = {"ours": {c.id: (fmt(c.reproduced), c.verdict) for c in self._claims}}
-        return claims_html(self._claims, runs)
+        return claims_html(self._claims, self._runs())
+
+    def _repr_markdown_(self) -> str:
+        return claims_markdown(self._claims, self._runs())
 
 
 def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, absent: str = "absent") -> pd.DataFrame:

@@ -9,6 +9,7 @@ paper's value, and per run our value with its verdict as a mark and a word. It r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import re
 from html import escape
 
 import pandas as pd
@@ -70,6 +71,26 @@ def claims_html(claims: Sequence, runs: Mapping[str, Mapping[str, tuple[str, str
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _md(text: str) -> str:
+    """Text as literal Markdown in a table cell: its ``|``, emphasis and code characters escaped."""
+    return re.sub(r"([|*_`\\\[\]<>])", r"\\\1", str(text)).replace("\n", " ")
+
+
+def claims_markdown(claims: Sequence, runs: Mapping[str, Mapping[str, tuple[str, str]]]) -> str:
+    """The same table in Markdown (what the PDF build renders: a table whose long column wraps)."""
+    from moetheory.ledger import fmt
+
+    head = "| claim | paper | " + " | ".join(f"ours ({_md(label)})" for label in runs) + " |"
+    rule = "|" + "---|" * (2 + len(runs))
+    rows = [head, rule]
+    for claim in claims:
+        paper = claim.provenance if claim.provenance == "not read" else fmt(claim.paper_value)
+        cells = [f"{MARKS.get(v, ('', ''))[0]} {v}" if o == v else f"{_md(o)} {MARKS.get(v, ('', ''))[0]} {v}"
+                 for o, v in (run[claim.id] for run in runs.values())]
+        rows.append(f"| `{claim.id}`: {_md(claim.statement)} | {_md(paper)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 class ClaimsFrame(pd.DataFrame):
     """A claims table: a plain pandas frame to compute with (one row a claim), rendered in notebooks as
     :func:`claims_html`. The claims behind it sit in ``attrs["claims"]`` (id -> claim, for the statement and the
@@ -83,5 +104,11 @@ class ClaimsFrame(pd.DataFrame):
         claims, runs = self.attrs.get("claims"), self.attrs.get("runs")
         if not claims or not runs:
             return super()._repr_html_()
-        shown = [claims[i] for i in self.index if i in claims]
-        return claims_html(shown, runs)
+        return claims_html(self._shown(claims), runs)
+
+    def _repr_markdown_(self) -> str | None:
+        claims, runs = self.attrs.get("claims"), self.attrs.get("runs")
+        return claims_markdown(self._shown(claims), runs) if claims and runs else None
+
+    def _shown(self, claims):
+        return [claims[i] for i in self.index if i in claims]
