@@ -216,7 +216,7 @@ def test_wang2025_claims_hold_and_fail():
     assert by_id["wang2025/deep-moe-width-slope"].criterion.endswith("construction, untrained: -4.0)")
     top = cfg.exp2_widths[-1]
     assert by_id["wang2025/shallow-plateau"].reproduced == (
-        f"ratio {top**1.8:.2g} at m = {top}; slopes 1-6: -0.20, 2-3: -2.00")
+        f"ratio {top**1.8:.2g} at m = {top}; slopes 1-6: -0.2, 2-3: -2.0")
     assert f"after {cfg.exp2_budgets[-1]} Adam steps" in by_id["wang2025/shallow-plateau"].criterion
     assert by_id["wang2025/jump-separation"].reproduced == "dense 0.60, MoE 0.15 outside a band of 2e-03 (J/2 = 0.5)"
     failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 3.5e-4, 2e-4), deep_rate=-0.6, shallow_rate=-0.7,

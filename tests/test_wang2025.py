@@ -154,7 +154,7 @@ def test_tiny_end_to_end():
     metrics = result.metrics()
     assert set(metrics["exp2"]) == {"tuple", "sum", "product", "jump"}
     assert set(metrics["exp2"]["tuple"]) == {"deep", "shallow", "dense"}
-    assert set(metrics["exp2"]["product"]) == {"deep", "parallel", "shallow", "dense"}
+    assert set(metrics["exp2"]["product"]) == {"deep", "parallel", "dense"}
     budgets, widths = len(result.config.exp2_budgets), len(result.config.exp2_widths)
     assert np.asarray(metrics["exp2"]["tuple"]["deep"]["rmse"]).shape == (budgets, widths, 2)
     assert set(metrics["exp2_construction"]) == {"tuple", "sum"}

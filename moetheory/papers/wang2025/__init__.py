@@ -138,7 +138,7 @@ PRESETS = {
                    exp1_dims=(4, 16, 64), exp1_iterations=30, exp2_widths=(4, 8), exp2_iterations=30,
                    exp2_budgets=(10, 30), exp2_grid=30,
                    jump_iterations=30, spiral_iterations=30, test_points=512),
-    "quick": Config(n_seeds=2),  # the notebook
+    "quick": Config(n_seeds=2, exp2_grid=100),  # the notebook
     # the paper's widths, D and iterations
     "paper": Config(n_seeds=5, exp1_dims=(16, 32, 64, 128), exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
                     exp2_budgets=(1000, 2000, 5000),
@@ -327,7 +327,7 @@ def claims(result: Result) -> list[Claim]:
               **provenance_of("wang2025/ambient-dimension-free")),
         Claim("wang2025/deep-moe-width-slope",
               "The 2-layer x 3-expert MoE's error keeps falling with expert width m (at a stated training budget)",
-              round(paper_deep, 2), round(slopes["deep"], 2), slopes["deep"] <= -1,
+              round(paper_deep, 2), round(slopes["deep"], 1), slopes["deep"] <= -1,
               criterion=f"least-squares slope of log seed-median test MSE vs log m <= -1, {setting} (the exactly "
                         f"routed construction, untrained: {slopes['construction']:.1f})",
               **provenance_of("wang2025/deep-moe-width-slope")),
@@ -335,7 +335,7 @@ def claims(result: Result) -> list[Claim]:
               "At the largest width the 1-layer x 6-expert MoE is well above the 2-layer x 3-expert one and improves "
               "more slowly with width (at a stated training budget)",
               f"ratio {paper_gap:.2g} at m = 128; slopes 1-6: {paper_shallow:.2f}, 2-3: {paper_deep:.2f}",
-              f"ratio {gap:.2g} at m = {m_max}; slopes 1-6: {slopes['shallow']:.2f}, 2-3: {slopes['deep']:.2f}",
+              f"ratio {gap:.2g} at m = {m_max}; slopes 1-6: {slopes['shallow']:.1f}, 2-3: {slopes['deep']:.1f}",
               gap >= 2 and slopes["deep"] < slopes["shallow"],
               criterion=f"seed-median test MSE of the 1-6-MoE / the 2-3-MoE's at the largest m >= 2, and the 2-3 "
                         f"slope below the 1-6 slope, {setting}",
