@@ -248,15 +248,15 @@ def run_jump(cfg: Config, dev, gen) -> dict:
 
 
 def _boundary(moe, target, margin: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
-    """Per slot: the distance from the jump at 0 to the gate's switch nearest to it (inf: none), and the supremum
-    error outside the band between the two (each end widened by ``margin``): where routing is right."""
+    """Per slot: the distance from the jump at 0 to the gate's switch nearest to it, and the supremum error outside
+    the band between the two (each end widened by ``margin``): where routing is right. A gate that never switches
+    on [-1, 1] has offset inf and its supremum error over all of [-1, 1]."""
     offset, outside = [], []
     for s, switch in enumerate(pieces.routing_switches(moe, -1, 1)):
         s0 = float(switch[np.argmin(np.abs(switch))]) if len(switch) else np.inf
-        lo, hi = (min(0.0, s0) - margin, max(0.0, s0) + margin) if len(switch) else (1.0, -1.0)
-        parts = [pieces.sup_error(moe, target, a, b, jumps=(0.0,))[s] for a, b in ((-1.0, lo), (hi, 1.0)) if b > a]
+        spans = ((-1.0, min(0.0, s0) - margin), (max(0.0, s0) + margin, 1.0)) if len(switch) else ((-1.0, 1.0),)
         offset.append(abs(s0))
-        outside.append(max(parts) if parts else np.inf)
+        outside.append(max(pieces.sup_error(moe, target, a, b, jumps=(0.0,))[s] for a, b in spans if b > a))
     return np.array(offset), np.array(outside)
 
 
