@@ -114,3 +114,38 @@ def test_budgets_validation_and_slopes_at_a_budget():
     assert exp2_slopes(res, "tuple", "rmse")["construction"] == pytest.approx(-2)
     with pytest.raises(ValueError, match="metric"):
         exp2_slopes(res, "tuple", "mae")
+
+
+def test_paper_literal_arms_on_the_tuple_target():
+    """exp2_arms adds deep MoEs with the paper's top-1 weight 1: "hard" leaves the random router where it started
+    (no gradient reaches it), "straight" moves it (straight-through gradients) while its forward weight stays 1."""
+    from moetheory.papers.wang2025 import experiment2
+
+    cfg = replace(wang2025.config("tiny"), exp2_arms=("hard", "straight"))
+    made = {}
+    original = experiment2.StackedMoE
+
+    class Spy(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("weight") in ("hard", "straight"):
+                made[kwargs["weight"]] = (self, self.layers[0].router.weight.detach().clone())
+
+    experiment2.StackedMoE = Spy
+    try:
+        out, _ = experiment2.run_exp2(cfg, torch.device("cpu"), runtime.seed_everything(0))
+    finally:
+        experiment2.StackedMoE = original
+    assert set(out["tuple"]) == {"deep", "shallow", "dense", "deep-hard", "deep-straight"}
+    assert out["tuple"]["deep-hard"]["mse"].shape == (len(cfg.exp2_budgets), len(cfg.exp2_widths), cfg.n_seeds)
+    hard, start = made["hard"]
+    assert torch.equal(hard.layers[0].router.weight, start)  # frozen
+    straight, start = made["straight"]
+    assert not torch.equal(straight.layers[0].router.weight, start)  # trained through the straight-through weight
+    x = torch.rand(1, 50, 2) * 3
+    straight(x.expand(len(straight.serial), -1, -1))
+    assert torch.equal(straight.layers[0].last_routing.weight, torch.ones_like(straight.layers[0].last_routing.weight))
+    with pytest.raises(ValueError, match="^exp2_arms must be one of 'hard', 'straight'; got 'softmax'$"):
+        wang2025.Config(exp2_arms=("softmax",))
+    with pytest.raises(ValueError, match="^exp2_arms must not repeat"):
+        wang2025.Config(exp2_arms=("hard", "hard"))

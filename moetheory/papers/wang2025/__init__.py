@@ -98,6 +98,8 @@ class Config:
     exp2_iterations: int = 2000  # Adam steps of the longest budget (third-party recipe: 5000)
     exp2_budgets: tuple[int, ...] = (500, 1000, 2000)  # steps at which every Experiment II model is evaluated
     exp2_grid: int = 150  # test grid points per axis on [0, 3]^2 (L-infinity and MSE)
+    exp2_arms: tuple[str, ...] = ()  # paper-literal combine weights of extra deep MoEs on the tuple target: "hard"
+    #   (weight 1, so the random initial router gets no gradient and stays frozen), "straight" (straight-through)
     jump: float = 1.0  # jump size J
     jump_width: int = 32  # expert width of the 2-expert MoE for the jump
     jump_iterations: int = 2000  # Adam steps
@@ -119,6 +121,10 @@ class Config:
             check_int(name, getattr(self, name), 0)
         check_int("spiral_pieces", self.spiral_pieces, 2)
         check_choice("exp1_embedding", self.exp1_embedding, manifolds.EMBEDDINGS)
+        if len(set(self.exp2_arms)) < len(self.exp2_arms):
+            raise ValueError(f"exp2_arms must not repeat an arm; got {self.exp2_arms!r}")
+        for arm in self.exp2_arms:
+            check_choice("exp2_arms", arm, ("hard", "straight"))
         check_float("jump", self.jump, 0.0, low_open=True)
         budgets = self.exp2_budgets
         if (not budgets or list(budgets) != sorted(set(budgets)) or budgets[-1] != self.exp2_iterations
@@ -141,7 +147,7 @@ PRESETS = {
     "quick": Config(n_seeds=2, exp2_grid=100),  # the notebook
     # the paper's widths, D and iterations
     "paper": Config(n_seeds=5, exp1_dims=(16, 32, 64, 128), exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
-                    exp2_budgets=(1000, 2000, 5000),
+                    exp2_budgets=(1000, 2000, 5000), exp2_arms=("hard", "straight"),
                     spiral_width=32, spiral_iterations=2000),
 }
 

@@ -106,7 +106,9 @@ def run_exp2(cfg, dev, gen) -> tuple[dict, dict]:
     """Experiment II: ``{target: {model: {"mse", "rmse", "linf": (budgets, widths, seeds)}}}`` and parameters.
 
     ``"tuple"`` (the paper's, a two-output head): deep (2 x 3, serial), shallow (1 x 6) and a dense net matched on
-    the deep MoE's total parameters. Scalar targets (:data:`SCALAR_TARGETS`) share one model per kind, each slot
+    the deep MoE's total parameters, the MoEs with the softmax-probability combine weight (ours: the gate learns),
+    and for each of ``cfg.exp2_arms`` a deep MoE with a paper-literal weight (``"deep-hard"``, ``"deep-straight"``).
+    Scalar targets (:data:`SCALAR_TARGETS`) share one model per kind, each slot
     fitting its own target: deep (plus a parallel control on the product) and dense (the 1-6-MoE is the paper's
     comparison on its own target and runs there only: each model costs one more training run).
     """
@@ -123,6 +125,8 @@ def run_exp2(cfg, dev, gen) -> tuple[dict, dict]:
     dw = params["tuple"]["dense_width"]
     tup = {"deep": StackedMoE(2, 3, slots, n_layers=2, d_out=2), "shallow": StackedMoE(2, 6, slots, d_out=2),
            "dense": DenseNet(2, [w for w in dw for _ in range(s)], d_out=2)}
+    for arm in cfg.exp2_arms:  # the paper's top-1 weight 1: frozen random router, or straight-through gradients
+        tup[f"deep-{arm}"] = StackedMoE(2, 3, slots, n_layers=2, d_out=2, weight=arm)
     out["tuple"] = {k: _split(_train(m, X, y_tup, Xt, yt_tup, cfg, dev, gen), 1, nw)[0] for k, m in tup.items()}
     col = {t: i for i, t in enumerate(SCALAR_TARGETS)}
     deep_cols = [col[t] for t, _ in _SCALAR_DEEP]
