@@ -25,6 +25,7 @@ CONFIG_ADDED = {  # paper -> {config field added after records were made: the va
     "wang2025": {
         "seed": 0,  # seed 0 draws exactly what the fixed seeds (data 1, steps 0-4, spiral 7) drew
         "exp1_embedding": "random",  # Experiment I's circle was always randomly embedded before the zero-pad arm
+        "exp2_arms": [],  # no paper-literal combine-weight arms before they were added
     },
 }
 """The legacy map: records in ``results/`` keep the field names they were made with (their values are never edited);
