@@ -5,8 +5,10 @@ The ``kawata2025`` chapter derives why (the global direction's signal cancels ac
 (``more_clusters``). The stagewise MoE procedure is OUR reading of the paper's algorithm (its full text was not
 consulted); its pieces live in :mod:`.model`:
 
-1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, clipping),
-   meant to weakly recover the per-cluster directions w_c (often they do not: the chapter's C = 4 diagnosis);
+1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, a per-neuron
+   clip scaled as sqrt(d / batch)) weakly recover the per-cluster directions w_c, with the step and the number of
+   steps of :func:`stage1_schedule` (scaled with C and d); the old fixed clip and schedule are
+   :data:`ABLATIONS` (the chapter's section "Ablation: the old stage 1");
 2. a linear softmax router trained by SGD with the experts frozen, ascending E[y sum_m pi_m(x) sigma_m(x)];
    experts whose router rows are near-parallel are pruned; routing is top-1;
 3. ``expert_width`` fresh neurons per expert trained on routed data, inputs centred by a running mean;
