@@ -152,6 +152,8 @@ def clip_norm(cfg: Config) -> float | None:
     if not cfg.clip:
         return None
     return cfg.clip * (math.sqrt(cfg.d / cfg.batch) if cfg.clip_units == "noise" else 1.0)
+
+
 REFERENCE_D, REFERENCE_C = 32, 2  # the setting in which ``lr`` and ``stage1_steps`` are given
 
 
