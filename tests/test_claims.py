@@ -102,7 +102,7 @@ def test_hermite_claims_hold_fail_and_not_run():
 
 # ------------------------------------------------------------------------------------------------ kawata2025
 def _kawata(cfg, moe_g=(0.9, 0.85), van_g=(0.2, 0.25), router=((0.95, 0.9), (0.85, 0.99)),
-            moe_mse=(0.1, 0.2), van_mse=(0.5, 0.6), exponent=sp.oo, chance=0.22, extra=None):
+            moe_mse=(0.1, 0.2), van_mse=(0.5, 0.6), exponent=sp.oo, task=4, chance=0.22, extra=None):
     """S = 2 seeds, T = 2 checkpoints, 3 neurons (one NaN-padded, as for pruned experts), C = 2: the final best
     overlaps with w_g are ``moe_g`` and ``van_g`` per seed."""
     s, c = 2, len(router[0])
@@ -117,7 +117,8 @@ def _kawata(cfg, moe_g=(0.9, 0.85), van_g=(0.2, 0.25), router=((0.95, 0.9), (0.8
         vanilla_mse=np.repeat(np.array(van_mse)[:, None], 2, 1), moe_mse=np.repeat(np.array(moe_mse)[:, None], 2, 1),
         routing_purity=np.ones(s),
         n_kept=np.full(s, 2), stage1_overlap=np.zeros((s, 2, c + 1)), stage1_mean_overlap=np.zeros((s, 2, c)),
-        chance_level=chance, global_exponent=exponent, k_star=3, elapsed_s=0.0, device="cpu", extra=extra or {})
+        chance_level=chance, global_exponent=exponent, k_star=3, task_exponent=task, elapsed_s=0.0, device="cpu",
+        extra=extra or {})
 
 
 def test_kawata2025_claims_hold_fail_and_not_run():
@@ -133,19 +134,20 @@ def test_kawata2025_claims_hold_fail_and_not_run():
     assert by_id["kawata2025/moe-global-overlap"].reproduced == 0.85  # min over seeds, NaN padding ignored
     assert by_id["kawata2025/vanilla-global-overlap"].reproduced == 0.25  # max over seeds: 0.25 <= 1.25 x 0.22
 
-    # main setting: exponent 3 = k* (not above it); one seed's MoE at 0.79 < 0.8; vanilla 0.28 > 1.25 x 0.22 = 0.275;
-    # one router row 0.79; one seed's MoE MSE above the vanilla one. C = 4: only the router fails
+    # main setting: task exponent 3 = k* (not above it); one seed's MoE at 0.79 < 0.8; vanilla 0.28 > 1.25 x 0.22
+    # = 0.275; one router row 0.79; one seed's MoE MSE above the vanilla one. C = 4: only the router fails
     bad_c4 = _kawata(c4, router=((0.9,) * 4, (0.9, 0.9, 0.9, 0.5)))
     failed = kawata2025.claims(_kawata(cfg, moe_g=(0.9, 0.79), van_g=(0.1, 0.28), router=((0.9, 0.79), (0.9, 0.9)),
-                                       moe_mse=(0.1, 0.7), exponent=sp.Integer(3), extra={4: bad_c4}))
+                                       moe_mse=(0.1, 0.7), task=sp.Integer(3), extra={4: bad_c4}))
     assert_only_these_fail(failed, [f"kawata2025/{i}" for i in main_ids] + ["kawata2025/router-alignment-c4"])
 
-    # a non-polynomial student (ReLU): the global exponent is not derived, that claim did not run
+    # a non-polynomial student (ReLU): the neuron's exponent is not derived; the task's still is, and holds;
+    # an infinite task exponent fails (the claim is that it is finite and above k*)
     relu = runtime.replace_config(cfg, activation="relu")
-    not_run = kawata2025.claims(_kawata(relu, exponent=None))
-    got = verdicts(not_run)
-    assert got.pop("kawata2025/global-exponent-rises") is None and all(h is True for h in got.values())
-    assert not_run[0].reproduced == ledger.NOT_RUN
+    relu_claims = kawata2025.claims(_kawata(relu, exponent=None))
+    assert_only_these_fail(relu_claims, [])
+    assert relu_claims[0].reproduced == "4 (per-cluster k* = 3; a vanilla relu neuron: not derived)"
+    assert_only_these_fail(kawata2025.claims(_kawata(cfg, task=sp.oo)), ["kawata2025/global-exponent-rises"])
 
 
 # ------------------------------------------------------------------------------------------------ makkuva2019

@@ -121,17 +121,52 @@ def test_effective_exponents():
     assert K.effective_exponent(inside, (m, a)) == 3
 
 
+@pytest.mark.parametrize(("n_clusters", "layout"), [(2, "antipodal"), (3, "orthogonal")])
+def test_task_correlations_by_monte_carlo_on_the_sampler(n_clusters, layout):
+    """Every exact E[y m] for the monomials m of degree <= 4 in (<e_j, x>, <w_g, x>) against the sample mean of
+    y m on :func:`sample_clusters`, to 5 standard errors (tolerance ~ n^-1/2); the task exponent is k* + 1 = 4."""
+    problem = make_cluster_problem(10, n_clusters, layout=layout, rho=1.5, seed=3)
+    exact = K.task_correlations(problem, 4)
+    assert K.task_exponent(problem) == 4 == problem.k_star + 1
+    assert {p for p, v in exact.items() if v != 0 and p[-1] > 0 and sum(p) == 4} != set()
+    x, y, _ = sample_clusters(problem, 400_000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    basis = torch.tensor(np.vstack([K.mean_basis(problem), problem.global_dir]))
+    coords = x[0] @ basis.T  # (n, r + 1): along the means' span, then w_g
+    for powers, value in exact.items():
+        prod = y[0] * torch.prod(coords ** torch.tensor(powers, dtype=torch.float64), 1)
+        se = float(prod.std()) / math.sqrt(len(prod))
+        assert float(prod.mean()) == pytest.approx(float(value), abs=5 * se), powers
+
+
+def test_task_exponent_is_finite_where_a_vanilla_h3_neuron_sees_nothing():
+    """sigma = h_3 is the special instance: the neuron-level exponent is infinite, the task's is k* + 1."""
+    problem = make_cluster_problem(16, 2)
+    assert K.mixture_exponent("h3", 2, "antipodal", 3.0, 16) == (sp.oo, 3)
+    assert K.task_exponent(problem) == 4
+    assert K.task_correlations(problem, 3) == {p: 0 for p in K.task_correlations(problem, 3)}
+
+
 def test_mixture_exponent_needs_a_polynomial_activation():
     assert K.mixture_exponent("h3+h4", 2, "antipodal", 3.0, 16) == (4, 3)
     with pytest.raises(ValueError, match="activation must be a polynomial one .*got 'relu'"):
         K.mixture_exponent("relu", 2, "antipodal", 3.0, 16)
 
 
-def test_chance_level_by_monte_carlo():
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((4000, 20, 32))
+@pytest.mark.parametrize(("width", "d", "n"), [(1, 2, 20000), (20, 32, 4000), (68, 32, 4000), (8, 128, 4000)])
+def test_chance_level_by_monte_carlo(width, d, n):
+    """The exact law (<u, w>^2 ~ Beta(1/2, (d-1)/2)) against simulated uniform unit neurons, to 5 standard errors
+    (tolerance ~ n^-1/2, nothing added); d = 2, width 1 is E|cos theta| = 2 / pi."""
+    rng = np.random.default_rng(width * 1000 + d)
+    u = rng.standard_normal((n, width, d))
     mc = (np.abs(u[..., 0]) / np.linalg.norm(u, axis=-1)).max(-1)
-    assert chance_level(20, 32) == pytest.approx(mc.mean(), abs=6 * mc.std() / math.sqrt(len(mc)) + 0.01)
+    assert chance_level(width, d) == pytest.approx(mc.mean(), abs=5 * mc.std() / math.sqrt(n))
+    if d == 2:
+        assert chance_level(width, d) == pytest.approx(2 / math.pi, rel=1e-9)
+
+
+def test_chance_level_is_below_the_gaussian_approximation_at_d_32():
+    """The old E max_j |N(0, 1/d)| (0.463 at width 68, d = 32) overstates it by several per cent: 0.4466."""
+    assert chance_level(68, 32) == pytest.approx(0.4466, abs=5e-5)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -178,8 +213,37 @@ def test_presets_cover_four_clusters(scale):
     assert 4 in cfg.more_clusters and cfg.n_clusters == 2
     c4 = K.cluster_config(cfg, 4)
     assert c4.n_clusters == 4 and c4.layout == "orthogonal" and c4.more_clusters == ()
-    assert (c4.d, c4.n_seeds, c4.total_steps) == (cfg.d, cfg.n_seeds, cfg.total_steps)  # same budget as C = 2
+    assert (c4.d, c4.n_seeds) == (cfg.d, cfg.n_seeds)
+    s1, s1_c4 = K.stage1_schedule(cfg)[1], K.stage1_schedule(c4)[1]
+    assert s1_c4 == 2 * s1 and c4.total_steps == cfg.total_steps + s1  # stage 1 twice as long at C = 4, no more
     assert K.config("paper").d == 128
+
+
+def test_stage1_schedule_scales_step_with_c_and_steps_with_d():
+    """Stage 1: step lr / d x 2 / C, steps stage1_steps x (d / 32)^(k* - 1) x C / 2 (k* = 3); "fixed": as given."""
+    quick, paper = K.config("quick"), K.config("paper")
+    assert K.stage1_schedule(quick) == (0.5 / 32, 3000)
+    assert K.stage1_schedule(paper) == (0.5 / 128, 48000)  # (128 / 32)^2 = 16 times the d = 32 count
+    assert K.stage1_schedule(K.cluster_config(paper, 4)) == (0.25 / 128, 96000)
+    old = K.ablation(K.cluster_config(paper, 4), "old-stage1")
+    assert K.stage1_schedule(old) == (0.5 / 128, 3000) and K.clip_norm(old) == 5.0
+    assert K.clip_norm(quick) == 10.0 and K.clip_norm(paper) == 20.0  # 10 sqrt(d / batch)
+    assert K.clip_norm(K.ablation(paper, "no-clip")) is None
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        K.ablation(quick, "clip6")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        K.Config(schedule="linear")
+
+
+def test_stage1_recovers_every_cluster_direction_without_the_clip():
+    """A tiny problem (d = 16, C = 2, 3 seeds, 8 one-neuron experts, 3000 steps) with no clip at all and the step
+    0.1 / d (at 0.5 / d one heavy-tailed batch can throw every neuron onto one sample): some stage-1 neuron reaches
+    |<u, w_c>| >= 0.5 for every (seed, cluster)."""
+    cfg = runtime.replace_config(K.config("tiny"), d=16, n_seeds=3, schedule="fixed", stage1_steps=3000, clip=0.0,
+                                 lr=0.1)
+    overlap = K.train_stage1(cfg, "cpu")
+    assert overlap.shape == (3, cfg.n_experts, 2)
+    assert K.stage1_recovery(overlap).all(), overlap.max(1)
 
 
 def test_more_clusters_validation_names_field_and_range():

@@ -5,8 +5,10 @@ The ``kawata2025`` chapter derives why (the global direction's signal cancels ac
 (``more_clusters``). The stagewise MoE procedure is OUR reading of the paper's algorithm (its full text was not
 consulted); its pieces live in :mod:`.model`:
 
-1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, clipping),
-   meant to weakly recover the per-cluster directions w_c (often they do not: the chapter's C = 4 diagnosis);
+1. ``n_experts`` one-neuron experts trained on all data (online spherical SGD, correlation loss, a per-neuron
+   clip scaled as sqrt(d / batch)) weakly recover the per-cluster directions w_c, with the step and the number of
+   steps of :func:`stage1_schedule` (scaled with C and d); the old fixed clip and schedule are
+   :data:`ABLATIONS` (the chapter's section "Ablation: the old stage 1");
 2. a linear softmax router trained by SGD with the experts frozen, ascending E[y sum_m pi_m(x) sigma_m(x)];
    experts whose router rows are near-parallel are pruned; routing is top-1;
 3. ``expert_width`` fresh neurons per expert trained on routed data, inputs centred by a running mean;
@@ -18,6 +20,8 @@ Everything is batched over a leading seed axis; the only Python loop is over SGD
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,13 +33,24 @@ from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.metrics import overlaps
 from moetheory.papers import Paper
-from moetheory.papers.kawata2025.claims import CHANCE_FACTOR, PROVENANCE, ROUTER_MIN, STRONG, claims, provenance_of
+from moetheory.papers.kawata2025.claims import (
+    CHANCE_FACTOR,
+    PROVENANCE,
+    ROUTER_MIN,
+    STRONG,
+    WEAK,
+    claims,
+    provenance_of,
+)
 from moetheory.papers.kawata2025.data import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import (
     effective_exponent,
     global_correlation,
+    mean_basis,
     mixture_exponent,
     setting_exponent,
+    task_correlations,
+    task_exponent,
 )
 from moetheory.papers.kawata2025.model import (
     alignment,
@@ -51,8 +66,10 @@ from moetheory.papers.kawata2025.model import (
 
 __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kawata2025.exponents included
     "Config", "PRESETS", "config", "cluster_config", "Result", "run", "samples_to_recover", "STRONG", "CHANCE_FACTOR",
-    "ROUTER_MIN", "PROVENANCE", "provenance_of", "claims", "PAPER",
-    "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent",
+    "ROUTER_MIN", "PROVENANCE", "provenance_of", "claims", "PAPER", "stage1_schedule", "ABLATIONS", "ablation",
+    "SCHEDULES", "CLIP_UNITS", "clip_norm", "train_stage1", "stage1_recovery",
+    "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
+    "task_correlations", "task_exponent",
 ]
 
 
@@ -67,16 +84,22 @@ class Config:
     activation: str = "h3"  # student activation (h3 = He_3/sqrt(6), the link itself)
     n_seeds: int = 3  # independent runs, batched
     batch: int = 32  # online SGD mini-batch (fresh samples each step)
-    lr: float = 0.5  # step size times d (lr / d per step)
-    clip: float = 5.0  # tangent-gradient norm clip per neuron (h3 gradients are heavy-tailed)
+    lr: float = 0.5  # step size times d (lr / d per step; stage 1: lr / d x 2 / C, see stage1_schedule)
+    clip: float = 10.0  # per-neuron tangent-gradient norm clip of every neuron's SGD, in units of sqrt(d / batch)
+    # (the batch gradient's noise grows so): it cuts only the rare heavy-tailed batches that would throw every
+    # neuron onto one sample; 0 = none. The old fixed clip at norm 5 is the "clip5" ablation (ABLATIONS)
+    clip_units: str = "noise"  # "noise": clip x sqrt(d / batch); "absolute": clip itself, for any d and batch
+    schedule: str = "scaled"  # stage 1: "scaled" with d and C (stage1_schedule); "fixed": lr / d, stage1_steps
     vanilla_width: int = 68  # neurons of the vanilla network
     n_experts: int = 8  # one-neuron experts in stage 1 (several per cluster, so that each w_c is found)
-    stage1_steps: int = 3000  # stage 1: experts weakly recover w_c
+    stage1_steps: int = 3000  # stage 1 (experts weakly recover w_c) at d = 32, C = 2; scaled (stage1_schedule)
     stage2_steps: int = 1000  # stage 2: router SGD
     router_lr: float = 4.0  # total router step: lr per step is router_lr / stage2_steps (stays near-linear)
+    router_clip: float = 5.0  # norm clip of each router row's batch gradient
     prune_cos: float = 0.9  # prune an expert whose router row has cosine above this with a kept one
     expert_width: int = 16  # fresh neurons per expert in stage 3
     stage3_steps: int = 3000  # stage 3: experts on routed data
+    centre: bool = True  # stage 3: inputs centred by each expert's running mean (False: the raw inputs)
     ridge: float = 1e-3  # ridge penalty of the output layers (times the number of fit samples)
     n_fit: int = 8192  # samples for the convex output-layer fits
     n_test: int = 8192  # test samples for the MSE
@@ -90,6 +113,10 @@ class Config:
         check_int("n_clusters", self.n_clusters, 2, self.d)
         check_choice("layout", self.layout, MEAN_LAYOUTS)
         check_choice("activation", self.activation, HERMITE_ACTIVATIONS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("clip_units", self.clip_units, CLIP_UNITS)
+        if not isinstance(self.centre, bool):
+            raise ValueError(f"centre must be True or False; got {self.centre!r}")
         for name in ("n_seeds", "batch", "vanilla_width", "n_experts", "stage1_steps", "stage2_steps",
                      "expert_width", "stage3_steps", "n_fit", "n_test"):
             check_int(name, getattr(self, name), 1)
@@ -98,8 +125,9 @@ class Config:
         for name in ("rho", "noise_std"):  # larger: the cubic links and the MSE overflow (NaN claims at 1e300)
             check_float(name, getattr(self, name), 0.0, 1e6)
         check_float("ridge", self.ridge, 1e-12)  # a positive penalty: an expert that receives no data still solves
-        for name in ("lr", "clip", "router_lr"):
+        for name in ("lr", "router_lr", "router_clip"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
+        check_float("clip", self.clip, 0.0)
         check_float("prune_cos", self.prune_cos, 0.0, 1.0)
         check_geometry(self.d, self.n_clusters, self.layout)
         if not isinstance(self.more_clusters, tuple):
@@ -112,7 +140,56 @@ class Config:
 
     @property
     def total_steps(self) -> int:
-        return self.stage1_steps + self.stage2_steps + self.stage3_steps
+        return stage1_schedule(self)[1] + self.stage2_steps + self.stage3_steps
+
+
+SCHEDULES = ("scaled", "fixed")
+CLIP_UNITS = ("noise", "absolute")
+
+
+def clip_norm(cfg: Config) -> float | None:
+    """The per-neuron clip of ``cfg`` as a norm (``None``: no clip)."""
+    if not cfg.clip:
+        return None
+    return cfg.clip * (math.sqrt(cfg.d / cfg.batch) if cfg.clip_units == "noise" else 1.0)
+
+
+REFERENCE_D, REFERENCE_C = 32, 2  # the setting in which ``lr`` and ``stage1_steps`` are given
+
+
+@functools.cache
+def _k_star() -> int:
+    """k* of :func:`~moetheory.data.make_cluster_problem`'s default links (the config does not change them)."""
+    return make_cluster_problem(REFERENCE_D).k_star
+
+
+def stage1_schedule(cfg: Config) -> tuple[float, int]:
+    """(step size per SGD step, number of steps) of stage 1.
+
+    ``"scaled"``: the step ``lr / d`` shrinks as 2 / C (C clusters share the signal) and the number of steps
+    grows as ``(d / 32)^(k*-1) x C / 2``: online SGD needs about d^(k*-1) samples for k* >= 3 (the ``hermite``
+    chapter), and a C-times-smaller share of the data per cluster. ``"fixed"``: ``lr / d`` and ``stage1_steps``.
+    """
+    if cfg.schedule == "fixed":
+        return cfg.lr / cfg.d, cfg.stage1_steps
+    c = cfg.n_clusters / REFERENCE_C
+    steps = cfg.stage1_steps * (cfg.d / REFERENCE_D) ** (_k_star() - 1) * c
+    return cfg.lr / (cfg.d * c), max(1, round(steps))
+
+
+ABLATIONS = {  # name -> config fields; the chapter's ablation section runs each against the default
+    "clip5": dict(clip=5.0, clip_units="absolute"),  # the old per-neuron clip at norm 5 for any d, alone
+    "no-clip": dict(clip=0.0),  # no clip at all: one heavy-tailed batch can throw every neuron onto one sample
+    # the old stage 1: clip 5, lr / d and stage1_steps steps for any d and C
+    "old-stage1": dict(clip=5.0, clip_units="absolute", schedule="fixed"),
+    "no-centring": dict(centre=False),  # stage 3 on raw inputs
+}
+"""Named ablations (:func:`ablation`): each changes one cause, or (``old-stage1``) the old combination."""
+
+
+def ablation(cfg: Config, name: str) -> Config:
+    """``cfg`` with the fields of :data:`ABLATIONS` ``[name]``."""
+    return runtime.replace_config(cfg, **ABLATIONS[check_choice("ablation", name, ABLATIONS)])
 
 
 def cluster_config(cfg: Config, n_clusters: int) -> Config:
@@ -125,11 +202,12 @@ def cluster_config(cfg: Config, n_clusters: int) -> Config:
 
 PRESETS = {  # each also runs C = 4 clusters with orthogonal means (``more_clusters``)
     # seconds: unit tests
-    "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=60, stage2_steps=30, stage3_steps=60,
+    "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=400, stage2_steps=30, stage3_steps=60,
                    expert_width=4, n_fit=512, n_test=512, n_checkpoints=3),
     "quick": Config(),  # the notebook, d = 32
-    # d = 128 with every stage (d / 32)^2 = 16 times longer (online SGD needs ~d^(k*-1) samples for k* = 3)
-    "paper": Config(d=128, n_seeds=8, stage1_steps=48000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
+    # d = 128 (our choice: the paper's dimensions were not read) with every stage (d / 32)^2 = 16 times longer
+    # (online SGD needs ~d^(k*-1) samples for k* = 3; stage 1 by stage1_schedule, 48000 steps at C = 2)
+    "paper": Config(d=128, n_seeds=8, stage1_steps=3000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
                     n_test=32768),
 }
 
@@ -156,8 +234,9 @@ class Result:
     stage1_overlap: np.ndarray  # (S, M, C + 1) |<u, w>| of the stage-1 experts when stage 1 ends
     stage1_mean_overlap: np.ndarray  # (S, M, C) |<u, v_c>| of the stage-1 experts when stage 1 ends
     chance_level: float  # E max_j |<u_j, w_g>| over vanilla_width random unit neurons
-    global_exponent: object  # effective exponent of w_g for a vanilla neuron (sympy Integer or oo)
+    global_exponent: object  # effective exponent of w_g for a vanilla neuron (sympy Integer or oo; None: ReLU)
     k_star: int
+    task_exponent: object  # the task's exponent along w_g (task_exponent: k* + 1 here; sympy Integer or oo)
     elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
     device: str  # where it ran (not in metrics(): the report records it)
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
@@ -176,6 +255,7 @@ class Result:
                 np.nanmax(self.moe_overlap[:, -1, :, :-1], 1).astype(float), 4
             ).tolist(),
             "stage1_best_local_overlap": np.round(self.stage1_overlap[..., :-1].max(1).astype(float), 4).tolist(),
+            "stage1_recovered": int(stage1_recovery(self.stage1_overlap[..., :-1]).sum()),  # of S x C pairs
             "stage1_max_mean_overlap": np.round(self.stage1_mean_overlap.max((1, 2)).astype(float), 4).tolist(),
             "router_alignment_before_pruning": np.round(self.router_alignment[:, -1].astype(float), 4).tolist(),
             "router_alignment": np.round(self.router_alignment_final.astype(float), 4).tolist(),
@@ -186,6 +266,7 @@ class Result:
             "moe_samples_to_recover": [None if np.isnan(v) else int(v) for v in recover],
             "chance_level": round(self.chance_level, 4),
             "global_exponent": str(self.global_exponent),
+            "task_exponent": str(self.task_exponent),
             "k_star": self.k_star,
             **{f"c{c}": r.metrics() for c, r in self.extra.items()},
         }
@@ -219,7 +300,9 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         cfg.expert_width,
         cfg.lr / cfg.d,
     )
-    t1, t12, total = cfg.stage1_steps, cfg.stage1_steps + cfg.stage2_steps, cfg.total_steps
+    lr1, t1 = stage1_schedule(cfg)
+    clip = clip_norm(cfg)
+    t12, total = t1 + cfg.stage2_steps, cfg.total_steps
 
     def draw(n):
         return sample_clusters(problem, n, s, generator=gen, device=dev)
@@ -267,13 +350,13 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         if step == total:
             break
         x, y, _ = draw(cfg.batch)
-        sgd_step(u_van, x.unsqueeze(1), y.unsqueeze(1), act, lr, cfg.clip)
+        sgd_step(u_van, x.unsqueeze(1), y.unsqueeze(1), act, lr, clip)
         if step < t1:
-            sgd_step(u1, x.unsqueeze(1), y.unsqueeze(1), act, lr, cfg.clip)
+            sgd_step(u1, x.unsqueeze(1), y.unsqueeze(1), act, lr1, clip)
             if step == t1 - 1:  # what stage 1 hands to the router
                 stage1 = (overlaps(u1[:, 0], dirs), (u1[:, 0] @ means.T).abs())
         elif step < t12:
-            router_step(router, u1[:, 0], x, y, act, cfg.router_lr / cfg.stage2_steps, cfg.clip)
+            router_step(router, u1[:, 0], x, y, act, cfg.router_lr / cfg.stage2_steps, cfg.router_clip)
             if step == t12 - 1:
                 load = torch.nn.functional.one_hot(route(x_fit, router, keep), m).to(x_fit.dtype).mean(1)  # (S, M)
                 keep = prune(router, load, cfg.prune_cos)
@@ -282,8 +365,9 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
                 torch.nn.functional.one_hot(route(x, router, keep), m).transpose(1, 2).to(torch.get_default_dtype())
             )  # (S, M, B)
             n_rows = mask.sum(-1)
-            sums += torch.einsum("smb,sbd->smd", mask, x)
-            counts += n_rows
+            if cfg.centre:
+                sums += torch.einsum("smb,sbd->smd", mask, x)
+                counts += n_rows
             xc = x.unsqueeze(1) - (sums / counts.clamp_min(1).unsqueeze(-1)).unsqueeze(2)  # (S, M, B, d)
             sgd_step(
                 u3,
@@ -291,7 +375,7 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
                 y.unsqueeze(1).expand(-1, m, -1),
                 act,
                 lr,
-                cfg.clip,
+                clip,
                 mask / n_rows.clamp_min(1).unsqueeze(-1),
             )
 
@@ -320,9 +404,34 @@ def _run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         chance_level=chance_level(cfg.vanilla_width, cfg.d),
         global_exponent=exponent,
         k_star=problem.k_star,
+        task_exponent=task_exponent(problem),
         elapsed_s=time.perf_counter() - start,
         device=runtime.device_description(dev),
     )
+
+
+@torch.no_grad()
+def train_stage1(cfg: Config, device="auto") -> np.ndarray:
+    """Stage 1 alone (``n_experts`` one-neuron experts, online SGD on all data with :func:`stage1_schedule`), as in
+    :func:`run` but on its own stream; returns ``|<u, w_c>|`` at its end, ``(S, M, C)``."""
+    dev = runtime.resolve_device(device)
+    runtime.seed_everything(cfg.seed)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    problem = make_cluster_problem(
+        cfg.d, cfg.n_clusters, rho=cfg.rho, layout=cfg.layout, noise_std=cfg.noise_std, seed=cfg.seed
+    )
+    act, (lr1, t1) = hermite_activation(cfg.activation), stage1_schedule(cfg)
+    u1 = random_unit((cfg.n_seeds, 1, cfg.n_experts), cfg.d, gen, dev)
+    for _ in range(t1):
+        x, y, _ = sample_clusters(problem, cfg.batch, cfg.n_seeds, generator=gen, device=dev)
+        sgd_step(u1, x.unsqueeze(1), y.unsqueeze(1), act, lr1, clip_norm(cfg))
+    dirs = torch.tensor(problem.local_dirs, dtype=u1.dtype, device=dev)
+    return overlaps(u1[:, 0], dirs).cpu().numpy()
+
+
+def stage1_recovery(local_overlap: np.ndarray, threshold: float = WEAK) -> np.ndarray:
+    """``(S, C)`` booleans: some stage-1 neuron has ``|<u, w_c>| >= threshold`` (``local_overlap (S, M, C)``)."""
+    return np.asarray(local_overlap).max(1) >= threshold
 
 
 def samples_to_recover(result: Result, threshold: float = 0.8) -> np.ndarray:

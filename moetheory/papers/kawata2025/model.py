@@ -9,8 +9,6 @@ Students ``act`` come from :func:`moetheory.activations.hermite_activation`; ove
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from moetheory.metrics import unit
@@ -72,11 +70,13 @@ def prune(router, load, threshold):
 
 
 def chance_level(width: int, d: int) -> float:
-    """E max over ``width`` random unit neurons of ``|<u, w>|`` ~ E max_j |N(0, 1/d)| (by quadrature)."""
-    from scipy import integrate, special
+    """E max over ``width`` independent uniform unit neurons ``u_j`` of ``|<u_j, w>|``, exactly: ``<u, w>^2`` is
+    Beta(1/2, (d - 1)/2), so ``P(max_j |<u_j, w>| <= t) = F(t^2)^width`` and ``E max = int_0^1 1 - F(t^2)^width dt``
+    (by quadrature)."""
+    from scipy import integrate, stats
 
-    cdf = lambda t: special.erf(t / math.sqrt(2)) ** width  # noqa: E731  P(max |g_j| <= t)
-    return integrate.quad(lambda t: 1.0 - cdf(t), 0, 40, limit=200)[0] / math.sqrt(d)
+    law = stats.beta(0.5, (d - 1) / 2)
+    return integrate.quad(lambda t: 1.0 - law.cdf(t * t) ** width, 0.0, 1.0, limit=200)[0]
 
 
 def route(x, router, keep):
