@@ -24,12 +24,19 @@ endif
 endif
 
 .PHONY: book test install mathjax unit nbval nbval-native nbval-generic lint citation book-strict browser-test \
-	execute results gpu-check clean update-mathjax
+	execute results gpu-check clean update-mathjax pdf
 
 book: install mathjax ## build the HTML book (renders the committed notebook outputs)
 	touch book/intro.md  # its ledger summary reads results/: never reuse a stale incremental build of it
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+TEX_PACKAGES = texlive-xetex latexmk texlive-fonts-recommended texlive-latex-extra tex-gyre fonts-freefont-otf
+pdf: install ## the book as a PDF (xelatex; about 1 minute): _build/latex/book.pdf
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { \
+		echo "make pdf needs xelatex and latexmk: apt-get install $(TEX_PACKAGES)"; exit 2; }
+	$(VENV)/bin/jupyter-book build . --builder pdflatex
+	@echo "The PDF is at $(CURDIR)/_build/latex/book.pdf"
 
 test: install mathjax lint citation unit nbval-native nbval-generic book-strict browser-test ## everything CI checks
 	@echo "[$$(date +%T)] make test: all checks passed"

@@ -5,12 +5,17 @@
   superscript, and web addresses in a note (the official code) rendered as links.
 - Figures whose image has no alt text get the first sentence of their caption (myst-nb's ``{glue:figure}`` images
   otherwise carry their file name, a hash, as alt text).
+- Every chapter ends with a "Cite this chapter" block (BibTeX with the chapter's title and the book's version, from
+  ``moetheory.__version__`` and the release date in CITATION.cff; a ``url`` only when ``html_baseurl`` is configured),
+  and every page's footer names the version and the commit the book was built from.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+import subprocess
+from pathlib import Path
 import unicodedata
 from collections import Counter
 
@@ -124,8 +129,62 @@ def alt_from_caption(app, doctree, docname) -> None:
                 image["alt"] = first
 
 
+ROOT = Path(__file__).resolve().parent.parent
+NOT_CHAPTERS = ("book/intro", "book/references")
+
+
+def _release() -> tuple[str, str]:
+    """(version, release date) of the book: the package's version, CITATION.cff's date-released."""
+    import moetheory
+
+    found = re.search(r'^date-released:\s*"?([0-9-]+)', (ROOT / "CITATION.cff").read_text(), re.M)
+    return moetheory.__version__, found.group(1) if found else ""
+
+
+def _built_from() -> str:
+    """``<short commit> (<commit date>)`` of the checkout being built, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h (%cs)"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out
+
+
+def footer(app, config) -> None:
+    version, released = _release()
+    built = _built_from()
+    text = f"moetheory {version}, released {released}" + (f"; built from commit {built}" if built else "")
+    config.html_theme_options = {**config.html_theme_options, "extra_footer": f"<p>{text}</p>"}
+
+
+def cite_block(app, doctree) -> None:
+    docname = app.env.docname
+    if not docname.startswith("book/") or docname in NOT_CHAPTERS:
+        return
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    title = section.next_node(nodes.title).astext()
+    version, released = _release()
+    key = "moetheory-" + docname.split("/", 1)[1]
+    fields = [f"  title     = {{{title}}},",
+              "  booktitle = {moetheory: Mixture-of-Experts theory you can run},",
+              "  author    = {{The moetheory contributors}},",
+              f"  year      = {{{released[:4]}}},",
+              f"  note      = {{version {version}}},"]
+    if app.config.html_baseurl:
+        fields.append(f"  url       = {{{app.config.html_baseurl.rstrip('/')}/{docname}.html}},")
+    bibtex = "@incollection{" + key + ",\n" + "\n".join(fields) + "\n}"
+    section += nodes.rubric(text="Cite this chapter")
+    section += nodes.paragraph(text="Cite the chapter (and, in a paper's chapter, the paper it accompanies):")
+    section += nodes.literal_block(bibtex, bibtex, language="bibtex")
+
+
 def setup(app):
     register_plugin("pybtex.style.labels", "moetheory-author-year", AuthorYearLabels, force=True)
     register_plugin("pybtex.style.formatting", "moetheory", Style, force=True)
     app.connect("doctree-resolved", alt_from_caption)
+    app.connect("doctree-read", cite_block)
+    app.connect("config-inited", footer)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from moetheory.ledger_view import ClaimsFrame, claims_html, claims_markdown
+
 NOT_REPORTED = "not reported"
 """Paper value for a claim whose number the paper does not give, or that could not be consulted."""
 
@@ -114,14 +116,19 @@ def _plain(value):
 
 
 def fmt(value, digits: int = 3) -> str:
-    """Format a value for tables: floats to ``digits`` significant digits, booleans and text as they are."""
+    """Format a value for tables: floats to ``digits`` significant digits, a whole float below a million as an
+    integer (56000, not 5.6e+04 or 56000.0), infinity as ``∞``, booleans as ``yes``/``no``, text as it is."""
     if isinstance(value, bool):
-        return str(value)
+        return "yes" if value else "no"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        if math.isnan(value):
+            return "nan"
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
         if value != 0 and (abs(value) >= 10**digits or abs(value) < 10**-3):
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits}g}"
@@ -171,8 +178,14 @@ class Ledger(Sequence):
         with pd.option_context("display.max_colwidth", 60, "display.width", 200):
             return self.frame().drop(columns=["statement"]).to_string()
 
+    def _runs(self) -> dict:
+        return {"ours": {c.id: (fmt(c.reproduced), c.verdict) for c in self._claims}}
+
     def _repr_html_(self) -> str:
-        return self.frame().to_html(escape=True)
+        return claims_html(self._claims, self._runs())
+
+    def _repr_markdown_(self) -> str:
+        return claims_markdown(self._claims, self._runs())
 
 
 def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, absent: str = "absent") -> pd.DataFrame:
@@ -189,6 +202,8 @@ def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, ab
             first.setdefault(claim.id, claim)
     table = pd.DataFrame({"paper": [fmt(c.paper_value) for c in first.values()]},
                          index=pd.Index(list(first), name="claim"))
+    table = ClaimsFrame(table)
+    table.attrs["claims"], table.attrs["runs"] = first, {}
     for label, ledger in runs.items():
         mine = None if ledger is None else {c.id: c for c in ledger}
         cells = []
@@ -199,6 +214,9 @@ def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, ab
             else:
                 holds = claim.verdict if verdicts or claim.holds is None else claim.holds
                 cells.append((fmt(claim.reproduced), holds))
+        words = [(ours, NOT_RUN if ours == NOT_RUN else absent if ours == absent else
+                  {True: "holds", False: "fails"}.get(holds, holds)) for ours, holds in cells]
+        table.attrs["runs"][label] = dict(zip(first, words))
         table[f"ours ({label})"] = [ours for ours, _ in cells]
         table[f"holds ({label})"] = [holds for _, holds in cells]
     return table

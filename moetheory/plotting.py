@@ -28,8 +28,21 @@ STYLE = {
 }
 
 
+def _retina() -> None:
+    """In a notebook, figures become PNGs at twice their dpi shown at their size: sharp on high-density screens
+    and in the book (the image's width and height go with it as metadata)."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # no IPython: nothing displays figures inline
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
+
+
 def figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None, **kwargs):
     """``plt.subplots`` in the book's style; ``width``/``height`` in inches (default 6.4 x 4.0 per row)."""
+    _retina()
     with mpl.rc_context(STYLE):
         w = width or STYLE["figure.figsize"][0]
         h = height or STYLE["figure.figsize"][1] * (0.8 if nrows > 1 else 1.0) * nrows

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ CONFIG_ADDED = {  # paper -> {config field added after records were made: the va
     "wang2025": {
         "seed": 0,  # seed 0 draws exactly what the fixed seeds (data 1, steps 0-4, spiral 7) drew
         "exp1_embedding": "random",  # Experiment I's circle was always randomly embedded before the zero-pad arm
+        "exp2_arms": [],  # no paper-literal combine-weight arms before they were added
     },
 }
 """The legacy map: records in ``results/`` keep the field names they were made with (their values are never edited);
@@ -127,12 +129,36 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
     )
 
 
-def load_report(name: str, scale: str, results_dir: str | Path = RESULTS_DIR) -> Report | None:
-    """The recorded report ``results/<name>-<scale>.json``, or ``None`` when it has not been produced."""
-    path = Path(results_dir) / f"{name}-{scale}.json"
-    if not path.exists():
-        return None
-    return Report.from_json(json.loads(path.read_text()))
+def results_dirs() -> list[Path]:
+    """Where recorded runs are looked for, in order: ``$MOETHEORY_RESULTS``, the clone's ``results/`` (an editable
+    install), and ``results/`` beside or above the working directory (a notebook run from ``book/`` of a clone with
+    the package installed from it)."""
+    found = [Path(os.environ["MOETHEORY_RESULTS"])] if os.environ.get("MOETHEORY_RESULTS") else []
+    found += [RESULTS_DIR, Path.cwd() / "results", Path.cwd().parent / "results"]
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def load_report(name: str, scale: str, results_dir: str | Path | None = RESULTS_DIR) -> Report | None:
+    """The recorded report ``<results_dir>/<name>-<scale>.json`` (``results_dir=None``: the first of
+    :func:`results_dirs` that has it), or ``None`` when it has not been produced."""
+    candidates = results_dirs() if results_dir is None else [Path(results_dir)]
+    for directory in candidates:
+        path = directory / f"{name}-{scale}.json"
+        if path.exists():
+            return Report.from_json(json.loads(path.read_text()))
+    return None
+
+
+def recorded(name: str, scale: str) -> Report | None:
+    """What a chapter reads: the recorded ``scale`` run of ``name`` wherever :func:`results_dirs` finds it. A chapter
+    downloaded alone has none: this then prints one line saying what is missing and how to get it, and returns
+    ``None`` (the chapter shows those values as "not run")."""
+    report = load_report(name, scale, None)
+    if report is None:
+        print(f"No recorded {scale}-scale run of {name} ({name}-{scale}.json) was found, so its values show as "
+              f"'not run'. Set MOETHEORY_RESULTS to the results/ folder of the book's repository, or record it: "
+              f"moetheory reproduce {name} --scale {scale} --out results")
+    return report
 
 
 def with_provenance(record: dict) -> dict:

@@ -203,3 +203,22 @@ def test_alt_text_math_is_spoken_as_plain_text():
     assert book_ext.speakable(r"\mathbb{R}^{64}") == "R^64"
     assert book_ext.speakable(r"L^\infty") == "L^∞"
     assert book_ext.speakable(r"\max_k \cos(\theta_m, c_k)") == "max_k cos(θ_m, c_k)"
+
+
+FOLDED = ('<div class="solution dropdown admonition" id="s1"><p class="admonition-title">Solution</p>'
+          '<div class="cell"><div class="cell_input">x = 1</div><div class="cell_output">1</div></div></div>')
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        (f'<section id="exercises"><div class="exercise admonition">Ex</div>{FOLDED}</section>', []),
+        # the defect this check exists for: a hidden solution cell whose output shows under the closed dropdown
+        ('<section id="exercises"><div class="dropdown admonition">Solution</div>'
+         '<div class="cell tag_hide-input"><div class="cell_output">0.448</div></div></section>', ["exercise"]),
+        # a solution that is not folded at all
+        ('<section id="exercises"><div class="solution admonition" id="s2">answer</div></section>', ["exercise"]),
+    ],
+)
+def test_exercise_answers_must_stay_folded(body, found):
+    assert kinds(page(body)) == found

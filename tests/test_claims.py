@@ -213,13 +213,18 @@ def test_makkuva2019_claims_hold_and_fail():
 
 
 # ------------------------------------------------------------------------------------------------ wang2025
-def _wang(cfg, exp1_mse=(1e-4, 2e-4, 2.5e-4), deep_rate=-2.0, shallow_rate=-0.2, dense_linf=(0.6, 0.7),
-          moe_linf=(0.1, 0.2)):
-    seeds, widths = cfg.n_seeds, np.array(cfg.exp2_widths, float)
+def _wang(cfg, exp1_mse=(1e-4, 2e-4, 2.5e-4), deep_rate=-2.0, shallow_rate=-0.2, shallow_scale=1.0,
+          dense_sup=(0.6, 0.7), moe_outside=(0.1, 0.2), moe_offset=(1e-3, 2e-3)):
+    seeds, widths, budgets = cfg.n_seeds, np.array(cfg.exp2_widths, float), len(cfg.exp2_budgets)
     per_seed = lambda v: np.repeat(np.asarray(v, float)[:, None], seeds, 1)  # noqa: E731
-    exp2 = {"sum": {"deep": {"mse": per_seed(widths**deep_rate)}, "shallow": {"mse": per_seed(widths**shallow_rate)}}}
+    sweep = lambda v: np.repeat(per_seed(v)[None], budgets, 0)  # (budgets, widths, seeds)  # noqa: E731
+    exp2 = {"tuple": {"deep": {"mse": sweep(widths**deep_rate)},
+                      "shallow": {"mse": sweep(shallow_scale * widths**shallow_rate)}}}
+    construction = {"tuple": {"mse": widths**-4.0, "linf": widths**-2.0}}
     return wang2025.Result(cfg, np.zeros((2, 2)), exp1={"moe": {"mse": per_seed(exp1_mse)}}, exp2=exp2,
-                           jump={"dense": {"linf": np.array(dense_linf)}, "moe": {"linf": np.array(moe_linf)}})
+                           exp2_construction=construction,
+                           jump={"dense": {"sup": np.array(dense_sup)},
+                                 "moe": {"outside": np.array(moe_outside), "offset": np.array(moe_offset)}})
 
 
 def test_wang2025_claims_hold_and_fail():
@@ -230,11 +235,20 @@ def test_wang2025_claims_hold_and_fail():
     by_id = {c.id: c for c in held}
     assert by_id["wang2025/ambient-dimension-free"].reproduced == 2.5
     assert by_id["wang2025/deep-moe-width-slope"].reproduced == -2.0
-    assert by_id["wang2025/shallow-plateau"].reproduced == "1-6: -0.20, 2-3: -2.00"
-    failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 3.5e-4, 2e-4), deep_rate=-0.6, dense_linf=(0.49, 0.7)))
+    assert by_id["wang2025/deep-moe-width-slope"].criterion.endswith("construction, untrained: -4.0)")
+    top = cfg.exp2_widths[-1]
+    assert by_id["wang2025/shallow-plateau"].reproduced == (
+        f"ratio {top**1.8:.2g} at m = {top}; slopes 1-6: -0.2, 2-3: -2.0")
+    assert f"after {cfg.exp2_budgets[-1]} Adam steps" in by_id["wang2025/shallow-plateau"].criterion
+    assert by_id["wang2025/jump-separation"].reproduced == "dense 0.60, MoE 0.15 outside a band of 2e-03 (J/2 = 0.5)"
+    failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 3.5e-4, 2e-4), deep_rate=-0.6, shallow_rate=-0.7,
+                                   dense_sup=(0.49, 0.7)))
     assert_only_these_fail(failed, ["wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope",
                                     "wang2025/shallow-plateau", "wang2025/jump-separation"])
-    # the plateau claim on its own: the shallow model must stop improving (slope >= -0.5) ...
-    assert verdicts(wang2025.claims(_wang(cfg, shallow_rate=-0.6)))["wang2025/shallow-plateau"] is False
-    # ... and the jump claim needs the MoE's median below J/4 as well
-    assert verdicts(wang2025.claims(_wang(cfg, moe_linf=(0.2, 0.3, 0.4))))["wang2025/jump-separation"] is False
+    # the plateau claim's two halves on their own: a large gap with the wrong ordering of slopes ...
+    assert verdicts(wang2025.claims(_wang(cfg, shallow_rate=-2.2, shallow_scale=100)))["wang2025/shallow-plateau"] \
+        is False
+    # ... the right ordering with a gap under 2 at the largest width
+    assert verdicts(wang2025.claims(_wang(cfg, shallow_rate=-1.9)))["wang2025/shallow-plateau"] is False
+    # the jump claim needs the MoE's error away from its band below J/4 as well
+    assert verdicts(wang2025.claims(_wang(cfg, moe_outside=(0.2, 0.3, 0.4))))["wang2025/jump-separation"] is False

@@ -15,8 +15,8 @@ from moetheory.ledger import (
 )
 
 
-def make(id_="p/a", holds=True, ours=0.5):
-    return Claim(id_, "a statement", 1.0, ours, holds, criterion="ours < 1", source="Table 1", provenance="paper")
+def make(id_="p/a", holds=True, ours=0.5, statement="a statement"):
+    return Claim(id_, statement, 1.0, ours, holds, criterion="ours < 1", source="Table 1", provenance="paper")
 
 
 NOT_READ = {"provenance": "not read"}
@@ -86,7 +86,25 @@ def test_table_rendering_is_rounded_and_stable():
     text = repr(led)
     assert "0.123" in text and "0.123456" not in text and "1.23e+04" in text
     assert "<table" in led._repr_html_()
-    assert fmt(True) == "True" and fmt(3) == "3" and fmt(99.456, 3) == "99.5" and fmt(1e-5) == "1.00e-05"
+    assert fmt(True) == "yes" and fmt(3) == "3" and fmt(99.456, 3) == "99.5" and fmt(1e-5) == "1.00e-05"
+    assert fmt(56000.0) == "56000" and fmt(2.0) == "2" and fmt(2.5e6) == "2.50e+06"
+    assert fmt(float("inf")) == "∞" and fmt(float("-inf")) == "−∞" and fmt(float("nan")) == "nan"
+
+
+def test_html_shows_full_statements_marks_and_the_test_behind_a_fold():
+    long = "a statement " * 20  # far past any column width: shown whole, never cut with an ellipsis
+    led = Ledger([make("p/a", statement=long), make("p/b", holds=False), make("p/c", holds=None, ours="not run")])
+    html = led._repr_html_()
+    assert long.strip() in html and "…" not in html and "..." not in html
+    assert html.count("<tr>") == 4  # a header and one row per claim
+    for word in ("holds", "fails", "not run"):
+        assert word in html
+    assert "✓" in html and "✗" in html and "<details>" in html
+    table = beside(led, Ledger([make("p/a", ours=0.25)]))
+    assert table._repr_html_().count("<tr>") == 4 and "absent" in table._repr_html_()
+    # selecting rows keeps a claims table whose rendering shows only those claims
+    picked = table[table.index != "p/b"]
+    assert picked._repr_html_().count("<tr>") == 3 and "p/b" not in picked._repr_html_()
 
 
 def test_beside_marks_missing_recorded_runs():

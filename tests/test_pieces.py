@@ -150,3 +150,31 @@ def test_pieces_validation():
     with pytest.raises(ValueError, match="layer"):
         pieces.routing_switches(StackedMoE(1, 2, [4]), -1, 1, layer=1)
     assert math.isfinite(pieces.sup_error(DenseNet(1, [4]), jump, -1, 1, jumps=(0.0, 5.0))[0])  # 5 is outside
+
+
+def _step_moe(s0: float) -> StackedMoE:
+    """A hard 2-expert MoE that outputs 0 left of s0 and J right of it."""
+    moe = StackedMoE(1, 2, [3], weight="hard").double()
+    with torch.no_grad():
+        moe.layers[0].router.weight.copy_(torch.tensor([[[-1.0, s0, 0.0], [1.0, -s0, 0.0]]], dtype=torch.float64))
+        for p in moe.layers[0].experts.parameters():
+            p.zero_()
+        moe.layers[0].experts.layers[-1].bias[0, 1].fill_(J)
+    return moe
+
+
+@pytest.mark.parametrize("s0", [0.3 / 2048, -0.01])
+def test_boundary_offset_and_error_outside_the_misrouted_band(s0):
+    """The jump claim's MoE side: the band between the gate switch and the jump is found exactly (either side of
+    0); outside it the step MoE is exact, inside it the supremum is J."""
+    from moetheory.papers.wang2025 import _boundary
+
+    moe = _step_moe(s0)
+    step = lambda x: J * (x >= 0).to(x.dtype)  # noqa: E731
+    offset, outside = _boundary(moe, step)
+    assert offset.tolist() == [pytest.approx(abs(s0), abs=1e-15)]
+    assert outside.tolist() == [0.0]
+    assert pieces.sup_error(moe, step, -1, 1, jumps=(0.0,))[0] == J
+    # a gate that never switches on [-1, 1]: no band (offset inf), the error counted everywhere (J on [0, 1])
+    offset, outside = _boundary(_step_moe(5.0), step)
+    assert offset.tolist() == [np.inf] and outside.tolist() == [J]

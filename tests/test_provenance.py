@@ -113,3 +113,18 @@ def test_annotation_fills_provenance_and_keeps_everything_else(tmp_path):
     text = path.read_text()
     annotate_provenance(path, revision="abc123")  # idempotent, same formatting
     assert path.read_text() == text == json.dumps(new, indent=2) + "\n"
+
+
+def test_a_chapter_downloaded_alone_finds_no_record_and_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    from moetheory import reproduce
+
+    monkeypatch.setattr(reproduce, "RESULTS_DIR", tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOETHEORY_RESULTS", raising=False)
+    assert reproduce.recorded("hermite", "quick") is None
+    notice = capsys.readouterr().out
+    assert notice.count("\n") == 1 and "MOETHEORY_RESULTS" in notice and "--scale quick --out results" in notice
+    # pointed at a results folder, it reads the record there and says nothing
+    shutil.copy(RESULTS_DIR / "hermite-quick.json", tmp_path / "hermite-quick.json")
+    monkeypatch.setenv("MOETHEORY_RESULTS", str(tmp_path))
+    assert reproduce.recorded("hermite", "quick").claims and capsys.readouterr().out == ""

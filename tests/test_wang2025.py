@@ -152,7 +152,12 @@ def test_tiny_end_to_end():
     assert {c.id for c in got} == CLAIM_IDS
     assert all(isinstance(c.holds, bool) for c in got)
     metrics = result.metrics()
-    assert set(metrics["exp2"]) == {"sum", "product"}
+    assert set(metrics["exp2"]) == {"tuple", "sum", "product", "jump"}
+    assert set(metrics["exp2"]["tuple"]) == {"deep", "shallow", "dense"}
+    assert set(metrics["exp2"]["product"]) == {"deep", "parallel", "dense"}
+    budgets, widths = len(result.config.exp2_budgets), len(result.config.exp2_widths)
+    assert np.asarray(metrics["exp2"]["tuple"]["deep"]["rmse"]).shape == (budgets, widths, 2)
+    assert set(metrics["exp2_construction"]) == {"tuple", "sum"}
     assert np.asarray(metrics["exp1"]["moe"]["mse"]).shape == (3, 2)
 
 
@@ -262,7 +267,8 @@ def test_exp1_embedding_option():
     cfg = replace(wang2025.config("tiny"), exp1_embedding="zero-pad", exp1_iterations=5)
     res = wang2025.run_exp1(cfg, torch.device("cpu"), runtime.seed_everything(0))
     assert res["moe"]["mse"].shape == (3, 2) and np.isfinite(res["moe"]["mse"]).all()
-    claim = wang2025.claims(wang2025.Result(cfg, np.zeros((2, 2)), exp1=res, exp2={"sum": {
-        m: {"mse": np.ones((2, 2))} for m in ("deep", "shallow")}}, jump={
-        "dense": {"linf": np.ones(2)}, "moe": {"linf": np.zeros(2)}}))[0]
+    claim = wang2025.claims(wang2025.Result(cfg, np.zeros((2, 2)), exp1=res, exp2={"tuple": {
+        m: {"mse": np.ones((2, 2, 2))} for m in ("deep", "shallow")}}, exp2_construction={
+        "tuple": {"mse": np.ones(2)}}, jump={
+        "dense": {"sup": np.ones(2)}, "moe": {"outside": np.zeros(2), "offset": np.zeros(2)}}))[0]
     assert claim.criterion.endswith("(zero padding, the paper's: padded coordinates are inert)")

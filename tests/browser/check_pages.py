@@ -216,6 +216,21 @@ def layout_report(soup: BeautifulSoup) -> dict | None:
     return json.loads(el.string) if el is not None and el.string else None
 
 
+def check_exercises(page: str, article) -> list[Finding]:
+    """Answers stay folded: every solution is a dropdown, and every code cell of an Exercises section (its input
+    and its output) sits inside one."""
+    findings = []
+    for sol in article.select(".solution"):
+        if "dropdown" not in sol.get("class", []):
+            findings.append(Finding(page, "exercise", f"solution shown without a click: {sol.get('id', '?')}"))
+    for section in article.select("section#exercises"):
+        for cell in section.select("div.cell"):
+            if not any("dropdown" in p.get("class", []) for p in cell.find_parents(class_="solution")):
+                code = cell.get_text(" ", strip=True)[:60]
+                findings.append(Finding(page, "exercise", f"exercise code or output outside a folded solution: {code!r}"))
+    return findings
+
+
 def analyse_page(
     page: str, html: str, targets: dict[str, set[str]] | None = None, rendered: bool = False
 ) -> list[Finding]:
@@ -226,7 +241,7 @@ def analyse_page(
         return [Finding(page, "load", "no layout report: the page did not finish loading within the time budget")]
     article = _article(soup)
     return (check_mathjax(page, soup, layout) + check_markup(page, article) + check_images(page, article)
-            + check_xrefs(page, article, targets) + check_layout(page, layout))
+            + check_xrefs(page, article, targets) + check_exercises(page, article) + check_layout(page, layout))
 
 
 # ---- the browser side -------------------------------------------------------------------------------------------

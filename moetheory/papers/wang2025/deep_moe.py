@@ -3,7 +3,8 @@ construction of Theorem 4.8 / Corollary 4.9 (chapter wang2025).
 
 What a layer outputs. The state is ``h = (x, 1, u)``: the input x (passed forward unchanged, as the paper's
 construction passes x on), a constant 1 (so a gate without bias can place its cell boundaries), and c accumulator
-channels u (c = 1 here; u = 0 at the input). A layer routes ``h`` top-1 and adds the chosen expert's output to u:
+channels u (``d_out``: 1 for a scalar target, 2 for the paper's tuple output of eq. (4); u = 0 at the input).
+A layer routes ``h`` top-1 and adds the chosen expert's output to u:
 ``u <- u + w(h) f^(e)(h)`` with ``f^(e)`` an l-layer width-m ReLU net ``R^p -> R^c``. The network's output is u after
 L layers. ``stack="parallel"`` feeds every layer the input state instead (a sum of L shallow MoEs: routing
 without composition), the control for the separability finding.
@@ -20,7 +21,7 @@ tensor of the largest width: hidden units beyond a slot's width start at zero in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,13 +108,15 @@ class RoutedLayer(nn.Module):
 
 class StackedMoE(nn.Module):
     """H^{L,E}_{l,m}: ``n_layers`` routed layers of ``n_experts`` experts with ``n_hidden`` hidden layers (l - 1)
-    of width ``max(widths)``; ``(S, n, d_in) -> (S, n)``. ``widths`` gives each slot its width."""
+    of width ``max(widths)``; ``(S, n, d_in) -> (S, n)`` (``(S, n, d_out)`` when ``d_out > 1``). ``widths`` gives
+    each slot its width."""
 
     def __init__(self, d_in: int, n_experts: int, widths: Sequence[int], *, n_layers: int = 1, n_hidden: int = 1,
                  gate: str = "linear", gate_hidden: int = 16, weight: str = "softmax",
-                 stack: str | Sequence[str] = "serial", k: int = 1, router_init_std: float = 1.0):
+                 stack: str | Sequence[str] = "serial", k: int = 1, router_init_std: float = 1.0, d_out: int = 1):
         super().__init__()
         self.d_in = check_int("d_in", d_in, 1)
+        self.d_out = check_int("d_out", d_out, 1)
         self.n_layers = check_int("n_layers", n_layers, 1)
         widths = [check_int("width", w, 1) for w in widths]
         stacks = [stack] * len(widths) if isinstance(stack, str) else list(stack)
@@ -121,9 +124,9 @@ class StackedMoE(nn.Module):
             raise ValueError(f"stack must be one value or one per slot ({len(widths)}); got {len(stacks)}")
         serial = [check_choice("stack", s, STACKS) == "serial" for s in stacks]
         self.register_buffer("serial", torch.tensor(serial).view(-1, 1, 1))  # (S, 1, 1)
-        state = d_in + 2
+        state = d_in + 1 + d_out
         self.layers = nn.ModuleList(
-            RoutedLayer(state, 1, n_experts, (max(widths),) * check_int("n_hidden", n_hidden, 1),
+            RoutedLayer(state, d_out, n_experts, (max(widths),) * check_int("n_hidden", n_hidden, 1),
                         n_slots=len(widths), k=k, gate=gate, gate_hidden=gate_hidden, weight=weight,
                         router_init_std=router_init_std / math.sqrt(state))
             for _ in range(n_layers)
@@ -132,37 +135,42 @@ class StackedMoE(nn.Module):
             mask_widths_(layer.experts, widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h0 = torch.cat([x, torch.ones_like(x[..., :1]), torch.zeros_like(x[..., :1])], -1)  # (S, n, p)
+        c = self.d_out
+        h0 = torch.cat([x, torch.ones_like(x[..., :1]), x.new_zeros(*x.shape[:-1], c)], -1)  # (S, n, p)
         h = h0
         for layer in self.layers:
             u = layer(torch.where(self.serial, h, h0))
-            h = torch.cat([h[..., :-1], h[..., -1:] + u], -1)
-        return h[..., -1]
+            h = torch.cat([h[..., :-c], h[..., -c:] + u], -1)
+        return h[..., -1] if c == 1 else h[..., -c:]
 
 
 class DenseNet(nn.Module):
-    """A dense ReLU baseline ``(S, n, d_in) -> (S, n)`` with per-slot hidden widths (masked like the experts).
+    """A dense ReLU baseline ``(S, n, d_in) -> (S, n)`` (``(S, n, d_out)`` when ``d_out > 1``) with per-slot
+    hidden widths (masked like the experts).
 
     ``separable=True`` makes a block-structured net: one univariate net per input coordinate, outputs summed
     (the structure the eq. (4) sum target has).
     """
 
-    def __init__(self, d_in: int, widths: Sequence[int], *, n_hidden: int = 1, separable: bool = False):
+    def __init__(self, d_in: int, widths: Sequence[int], *, n_hidden: int = 1, separable: bool = False,
+                 d_out: int = 1):
         super().__init__()
         self.separable = bool(separable)
+        self.d_out = check_int("d_out", d_out, 1, 1 if separable else None)
         widths = [check_int("width", w, 1) for w in widths]
         hidden = (max(widths),) * check_int("n_hidden", n_hidden, 1)
         if separable:  # one expert slot per coordinate: (S, d_in, n, 1)
             self.net = BatchedMLP(len(widths), d_in, 1, hidden, 1)
         else:
-            self.dense = DenseMLP(d_in, 1, hidden, n_seeds=len(widths))
+            self.dense = DenseMLP(d_in, d_out, hidden, n_seeds=len(widths))
             self.net = self.dense.net
         mask_widths_(self.net, widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.separable:
             return self.net(x.transpose(1, 2).unsqueeze(-1)).sum((1, 3))
-        return self.dense(x).squeeze(-1)
+        out = self.dense(x)
+        return out.squeeze(-1) if self.d_out == 1 else out
 
 
 @dataclass
@@ -173,29 +181,47 @@ class TrainResult:
     mse: np.ndarray
 
 
+def _targets(y: torch.Tensor, idx, per_slot: bool) -> torch.Tensor:
+    """``y`` at rows ``idx`` ``(S, B)``: ``(S, B[, c])``; with ``per_slot``, y is ``(n, S)``, slot s reads column s."""
+    return y[idx, torch.arange(idx.shape[0], device=y.device)[:, None]] if per_slot else y[idx]
+
+
 def train_regression(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, iterations: int, lr: float = 1e-3,
-                     batch_size: int = 128, generator: torch.Generator | None = None) -> nn.Module:
+                     batch_size: int = 128, generator: torch.Generator | None = None, per_slot: bool = False,
+                     checkpoints: Sequence[int] = (), on_checkpoint: Callable[[int], None] | None = None,
+                     ) -> nn.Module:
     """Adam on the squared loss, the paper's recipe; each slot draws its own minibatches from ``(X, y)``.
 
+    ``y`` is ``(n,)``, ``(n, c)`` for a c-output model, or ``(n, S)`` with ``per_slot=True`` (slot s fits column s).
     The loss is the sum over slots of each slot's mean squared error, so slots do not interact.
+    ``on_checkpoint(t)`` is called after step t for every t in ``checkpoints`` (one run, several budgets).
     """
     n_slots = next(model.parameters()).shape[0]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(check_int("iterations", iterations, 0)):
+    marks = {check_int("checkpoint", t, 1, iterations) for t in checkpoints}
+    for step in range(1, check_int("iterations", iterations, 0) + 1):
         idx = torch.randint(X.shape[0], (n_slots, batch_size), generator=generator).to(X.device)
-        loss = ((model(X[idx]) - y[idx]) ** 2).mean(1).sum()
+        err = model(X[idx]) - _targets(y, idx, per_slot)
+        loss = (err**2).reshape(n_slots, -1).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step in marks and on_checkpoint is not None:
+            on_checkpoint(step)
     return model
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384) -> TrainResult:
-    """L-infinity and mean squared test error per slot on ``(X (n, d), y (n,))``."""
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int = 16384,
+             per_slot: bool = False) -> TrainResult:
+    """L-infinity and mean squared test error per slot on ``X (n, d)`` and ``y`` as in :func:`train_regression`
+    (over all outputs of a c-output model)."""
     n_slots = next(model.parameters()).shape[0]
-    err = torch.cat([model(X[i:i + chunk].expand(n_slots, -1, -1)) - y[i:i + chunk]
-                     for i in range(0, X.shape[0], chunk)], 1)
+    parts = []
+    for i in range(0, X.shape[0], chunk):
+        target = y[i:i + chunk].T if per_slot else y[i:i + chunk]
+        parts.append((model(X[i:i + chunk].expand(n_slots, -1, -1)) - target).reshape(n_slots, -1))
+    err = torch.cat(parts, 1)
     return TrainResult(linf=err.abs().amax(1).cpu().numpy(), mse=(err**2).mean(1).cpu().numpy())
 
 

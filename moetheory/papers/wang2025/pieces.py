@@ -86,12 +86,13 @@ def _pieces(model, slot: int, a: float, b: float):
     """Interval ends of the model's pieces on [a, b] (``(K + 1,)``) and each layer's routing switches."""
     lo, hi = np.array([a]), np.array([b])
     if isinstance(model, DenseNet):
-        if model.net.layers[0].weight.shape[-2] != 1 or model.net.layers[0].weight.shape[1] != 1:
-            raise ValueError("breakpoints need a model of one input")
+        if model.net.layers[0].weight.shape[-2] != 1 or model.net.layers[0].weight.shape[1] != 1 or model.d_out != 1:
+            raise ValueError("breakpoints need a model of one input and one output")
         lo, hi, *_ = _mlp(lo, hi, np.ones((1, 1)), np.zeros((1, 1)), model.net, slot, 0)
         return np.append(lo, b), []
-    if not isinstance(model, StackedMoE) or model.d_in != 1:
-        raise ValueError(f"breakpoints need a DenseNet or a StackedMoE of one input; got {type(model).__name__}")
+    if not isinstance(model, StackedMoE) or model.d_in != 1 or model.d_out != 1:
+        raise ValueError(f"breakpoints need a DenseNet or a StackedMoE of one input and one output; "
+                         f"got {type(model).__name__}")
     h0 = (np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))  # the state (x, 1, u = 0) = A x + B
     A, B = h0
     serial, switches = bool(model.serial[slot]), []
