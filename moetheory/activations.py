@@ -21,6 +21,7 @@ ACTIVATIONS = {
     "linear": lambda t: t,
     "relu": torch.relu,
     "gelu": nn.functional.gelu,
+    "celu": nn.functional.celu,  # alpha = 1: among the official Theorem 4.1 checks of Chen et al.
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "cubic": lambda t: t**3,

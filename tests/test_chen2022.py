@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,15 +14,17 @@ from moetheory import routing, runtime
 from moetheory.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.experts import get_activation
 from moetheory.papers import chen2022
-from moetheory.papers.chen2022 import patch_cnn, patch_moe
+from moetheory.papers.chen2022 import bound, patch_cnn, patch_moe
 
 runtime.set_threads(1)
 
-CLAIM_IDS = {
+S1_IDS = {
     "chen2022/moe-nonlinear-accuracy", "chen2022/moe-linear-accuracy", "chen2022/single-nonlinear-accuracy",
     "chen2022/single-linear-accuracy", "chen2022/moe-nonlinear-entropy", "chen2022/moe-linear-entropy",
-    "chen2022/single-expert-bound",
-}
+    "chen2022/single-expert-bound", "chen2022/bound-positive-control",
+}  # the ids that a run on S1 alone (the tiny preset) decides
+OTHER_IDS = {f"chen2022/{s}-moe-{slug}-{kind}" for s in ("s2", "s3", "s4") for slug in ("nonlinear", "linear")
+             for kind in ("accuracy", "entropy")}
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +250,10 @@ def test_config_validation_names_the_parameter():
         chen2022.Config(expert_filters=15)
     with pytest.raises(ValueError, match="bound_activations"):
         chen2022.Config(bound_activations=("swish",))
+    with pytest.raises(ValueError, match="bound_settings must be one of 'verify', 'S3', 'S4'"):
+        chen2022.Config(bound_settings=("S1",))  # S1 has gamma ~ U(0.5, 3): not Theorem 4.1's hypothesis
+    with pytest.raises(ValueError, match="bound_filters"):
+        chen2022.Config(bound_filters=7)
     with pytest.raises(ValueError, match="scale"):
         chen2022.config("huge")
 
@@ -255,11 +262,81 @@ def test_tiny_preset_runs_end_to_end_with_every_claim():
     cfg = chen2022.config("tiny")
     result = chen2022.run(cfg, device="cpu")
     claims = chen2022.claims(result)
-    assert {c.id for c in claims} == CLAIM_IDS
-    assert all(isinstance(c.holds, bool) for c in claims)
+    assert {c.id for c in claims} == S1_IDS | OTHER_IDS
+    assert all(isinstance(c.holds, bool) for c in claims if c.id in S1_IDS)
+    assert all(c.holds is None and c.reproduced == "not run" for c in claims if c.id in OTHER_IDS)
+    assert set(result.bound) == {(s, act) for s in cfg.bound_settings for act in cfg.bound_activations}
+    per_seed = result.metrics()["per_seed"]["S1-cubic"]
+    assert per_seed["accuracy"] == [round(v, 2) for v in result.moe[("S1", "cubic")].test_accuracy.tolist()]
+    assert len(per_seed["entropy"]) == len(per_seed["epochs"]) == cfg.n_seeds
     rec = result.moe[("S1", "cubic")]
     assert rec.entropy_history.shape[1] == cfg.n_seeds
     assert bool((rec.epochs <= cfg.moe_epochs).all())
     assert rec.routing_matrix.sum().item() == cfg.n_seeds * cfg.n_train
     assert bool(((rec.entropy >= 0) & (rec.entropy <= math.log(4) + 1e-6)).all())
     json.dumps(result.metrics())
+
+
+def test_table_std_is_the_official_np_std_with_ddof_0():
+    values = torch.tensor([99.0, 97.0, 98.5])
+    assert chen2022._stats(values)["std"] == pytest.approx(float(np.std(values.numpy())), abs=1e-4)
+    assert chen2022._stats(values)["std"] < float(values.std())  # not the ddof-1 value
+    assert chen2022._stats(torch.tensor([80.0]))["std"] == 0.0
+
+
+# --- Theorem 4.1: the symmetry argument on trained single models, and the positive control --------------------
+
+
+@pytest.mark.parametrize("setting", ["verify", "S3", "S4"])
+def test_the_non_additive_rule_beats_the_bound_where_the_theorem_applies(setting):
+    """Positive control: on data satisfying D_alpha = D_gamma the 87.5 % bound binds additive models only; the
+    non-additive rule (cluster from the center patch, sign of its feature) classifies almost every test example."""
+    assert CHEN_SETTINGS[setting].alpha == CHEN_SETTINGS[setting].gamma  # the theorem's hypothesis
+    data = make_chen_clusters(setting, 8, 4000)
+    assert bound.rule_accuracy(data) > 99.0 > chen2022.BOUND_LIMIT
+    # the rule needs the cluster: with the centers shuffled it reads the wrong feature and falls to chance
+    wrong = data.centers.roll(1, 0)
+    margin = bound.cluster_rule_margin(data.test_x, data.features, wrong)
+    assert abs(float(((margin > 0).long() == data.test_y).double().mean()) * 100 - 50) < 5
+
+
+@pytest.fixture(scope="module")
+def trained_singles():
+    """Single CNNs of every activation trained briefly on the verify data, in float64."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        data = make_chen_clusters("verify", 256, 8)
+        return data, {act: patch_moe.train_single(data, n_seeds=2, n_filters=6, activation=act, lr=0.01, epochs=60,
+                                                  seed=1)
+                      for act in ("linear", "cubic", "relu", "celu", "gelu", "tanh")}
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("act", ["linear", "cubic", "relu", "celu", "gelu", "tanh"])
+@pytest.mark.parametrize(("k", "k2", "a", "b", "beta"), [(0, 1, 12.0, 15.0, 13.0), (3, 2, 5.0, 19.0, 20.0)])
+def test_mixed_sign_margins_of_a_trained_single_cnn_sum_to_zero(trained_singles, act, k, k2, a, b, beta):
+    """The proof's symmetry argument on trained models: for F(x) = sum_p f(x_p) the signed margins of the four
+    coupled mixed-sign examples cancel, so one of them is misclassified (test error >= 1/8 by averaging)."""
+    data, models = trained_singles
+    rec = models[act]
+    noise = 0.3 * data.features[(k + 2) % 4] + 0.1 * data.centers[(k + 3) % 4]  # any fourth patch
+    x, y = bound.coupled_mixed_examples(data.features, data.centers, k, k2, a, b, beta, noise)
+    for order in (torch.arange(4), torch.tensor([2, 0, 3, 1])):  # the patch order does not matter
+        margins = bound.signed_margins(patch_cnn.single_logits(x[:, order], rec.weight, rec.bias, act), y)  # (S, 4)
+        scale = margins.abs().sum(-1)
+        assert bool((scale > 1e-3).all())  # the margins are not trivially zero
+        assert bool((margins.sum(-1).abs() <= 1e-9 * scale).all()), margins
+        assert bool(((margins <= 0).any(-1)).all())  # hence one of the four is not classified correctly
+    # the non-additive rule classifies all four: its margins sum to a positive number, not zero
+    rule = bound.cluster_rule_margin(x, data.features, data.centers)
+    assert bool((torch.where(y.bool(), rule, -rule) > 0).all())
+
+
+def test_coupled_examples_refuse_one_cluster():
+    f = torch.eye(8, 50)
+    with pytest.raises(ValueError, match="k2 must differ from k"):
+        bound.coupled_mixed_examples(f[:4], f[4:], 1, 1, 1.0, 1.0, 1.0, torch.zeros(50))
+    with pytest.raises(ValueError, match="k2"):
+        bound.coupled_mixed_examples(f[:4], f[4:], 1, 4, 1.0, 1.0, 1.0, torch.zeros(50))

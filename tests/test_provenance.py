@@ -57,10 +57,14 @@ def test_paper_numbers_are_never_ours_or_unread():
 
 def test_chen_table1_provenance_follows_the_setting():
     chen = papers.get("chen2022")
-    s2 = chen.provenance("chen2022/moe-nonlinear-accuracy", {"settings": ["S2"]})
-    s3 = chen.provenance("chen2022/moe-nonlinear-accuracy", {"settings": ["S3", "S4"]})
+    s1 = chen.provenance("chen2022/moe-nonlinear-accuracy", {"settings": ["S2"]})  # the setting is in the id
+    s2 = chen.provenance("chen2022/s2-moe-nonlinear-accuracy", None)
+    s3 = chen.provenance("chen2022/s3-moe-nonlinear-accuracy", {"settings": ["S3", "S4"]})
+    assert s1["provenance"] == "official code" and "synthetic_demo_s1.ipynb" in s1["source"]
     assert s2["provenance"] == "third party" and "prints 98.1 ± 1.56" in s2["source"]
     assert s3["provenance"] == "official code" and "synthetic_demo_s3.ipynb" in s3["source"]
+    control = chen.provenance("chen2022/bound-positive-control", None)
+    assert control["provenance"] == "derived" and "not a paper number" in control["source"]
     with pytest.raises(KeyError, match="no provenance recorded for claim 'chen2022/nope'"):
         chen.provenance("chen2022/nope", None)
 

@@ -12,91 +12,43 @@ from dataclasses import dataclass, field
 
 import torch
 
-from moetheory import ledger, runtime
+from moetheory import runtime
 from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
-from moetheory.ledger import NOT_RUN, Claim
+from moetheory.ledger import Claim
 from moetheory.papers import Paper
+from moetheory.papers.chen2022 import bound as bound_rule
 from moetheory.papers.chen2022 import patch_moe
 from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
+from moetheory.papers.chen2022.table1 import (  # noqa: F401  (re-exported: the chapter and tests read them here)
+    BOUND_LIMIT,
+    OFFICIAL_CODE,
+    OFFICIAL_SINGLE,
+    OFFICIAL_TABLE1,
+    PROVENANCE,
+    SINGLE_TOLERANCE,
+    TABLE1,
+    TABLE1_SINGLE,
+    bound_claims,
+    moe_claims,
+    provenance_of,
+    single_claims,
+)
 
 MOE_MODELS = ("cubic", "linear")  # expert activation: the "nonlinear" and "linear" MoE rows of Table 1
-BOUND_LIMIT = 87.5  # Theorem 4.1: test error >= 1/8 for any sum_p f(x_p) when D_alpha = D_gamma
-TABLE1 = {  # Table 1 as third-party summaries give it (paper text not read): (mean, std) accuracy % and DE, 10 runs
-    ("S1", "cubic"): ((99.46, 0.55), (0.098, 0.087)),
-    ("S2", "cubic"): ((98.09, 1.27), (0.171, 0.103)),
-    ("S3", "cubic"): ((99.99, 0.02), (0.008, 0.011)),
-    ("S4", "cubic"): ((98.92, 1.18), (0.089, 0.120)),
-    ("S1", "linear"): ((92.99, 2.11), (1.300, 0.044)),
-    ("S2", "linear"): ((88.48, 1.96), (1.294, 0.036)),
-    ("S3", "linear"): ((95.93, 1.34), (1.160, 0.100)),
-    ("S4", "linear"): ((93.30, 1.48), (1.160, 0.155)),
-}
-TABLE1_SINGLE = {"cubic": 79.48, "linear": 68.71}  # S1 only; Table 1 gives no std for single models
-SINGLE_TOLERANCE = 3.0  # percentage points; see the claims' criterion
-
-# ------------------------------------------------------------------------------------------------ provenance
-# The paper's own text could not be read: Table 1 and Theorem 4.1 come from third-party summaries. The official code
-# (uclaml/MoE at 0b0853f) prints the MoE rows in synthetic_demo_s<k>.ipynb (10 runs, np.std, accuracy rounded to
-# 2 decimals, entropy to 3): where a printout equals the summaries' value, the value is tagged `official code`.
-OFFICIAL_CODE = "uclaml/MoE@0b0853f"
-OFFICIAL_TABLE1 = {  # (setting, activation) -> printed (mean, std) test accuracy % and dispatch entropy
-    ("S1", "cubic"): ((99.46, 0.55), (0.098, 0.088)),
-    ("S2", "cubic"): ((98.1, 1.56), (0.183, 0.144)),  # a rerun (model seed 9): not the summaries' S2 column
-    ("S3", "cubic"): ((99.99, 0.02), (0.008, 0.011)),
-    ("S4", "cubic"): ((98.92, 1.18), (0.089, 0.12)),
-    ("S1", "linear"): ((93.0, 2.11), (1.3, 0.044)),
-    ("S2", "linear"): ((89.49, 1.35), (1.262, 0.095)),
-    ("S3", "linear"): ((95.93, 1.34), (1.16, 0.1)),
-    ("S4", "linear"): ((93.3, 1.48), (1.16, 0.155)),
-}
-OFFICIAL_SINGLE = {"cubic": 79.57, "linear": 68.31}  # synthetic_demo_s1.ipynb, 80 filters, one run each
-_SLUG_ACT = {"nonlinear": "cubic", "linear": "linear"}  # claim slug -> expert activation
-PROVENANCE = {  # claim id -> (provenance, source) of the claims that do not depend on the data setting
-    **{f"chen2022/single-{slug}-accuracy": (
-        "third party",
-        f"Table 1 (S1) as given by third-party summaries (paper text not read); the official "
-        f"synthetic_demo_s1.ipynb ({OFFICIAL_CODE}) prints {OFFICIAL_SINGLE[act]} for its 80-filter run")
-       for slug, act in _SLUG_ACT.items()},
-    "chen2022/single-expert-bound": (
-        "third party",
-        "Theorem 4.1 (test error >= 1/8 when D_alpha = D_gamma) as stated in third-party summaries (paper text "
-        f"not read); 'verify' data and protocol from the official synthetic_demo_verify*.ipynb ({OFFICIAL_CODE})"),
-}
-
-
-def _table1_provenance(setting: str, act: str, i: int) -> tuple[str, str]:
-    """Table 1's MoE accuracy (``i = 0``) or entropy (``i = 1``): `official code` where the official printout equals
-    the summaries' value, else `third party` with the printout beside it."""
-    paper, official = TABLE1[(setting, act)][i], OFFICIAL_TABLE1[(setting, act)][i]
-    notebook = f"synthetic_demo_{setting.lower()}.ipynb ({OFFICIAL_CODE})"
-    if paper == official:
-        return ("official code", f"printout of the official {notebook}; equals Table 1 ({setting}) as third-party "
-                                 "summaries give it (paper text not read)")
-    return ("third party", f"Table 1 ({setting}) as given by third-party summaries (paper text not read); the "
-                           f"official {notebook} prints {official[0]} ± {official[1]}")
+BOUND_SETS = ("verify", "S3", "S4")  # the data sets with D_alpha = D_gamma (Theorem 4.1's hypothesis)
 
 
 def claim_setting(settings) -> str:
-    """The data setting the claims speak of: S1 when it was run, else the first setting."""
+    """The data setting the chapter's figures speak of: S1 when it was run, else the first setting."""
     return "S1" if "S1" in settings else settings[0]
-
-
-def provenance_of(claim_id: str, config: dict | None = None) -> dict:
-    """``provenance`` and ``source`` of a chen2022 claim; ``config`` (the run's config as a dict) gives the data
-    setting of the Table 1 MoE claims (S1 when ``None``)."""
-    setting = claim_setting(config["settings"]) if config else "S1"
-    table = dict(PROVENANCE)
-    for slug, act in _SLUG_ACT.items():
-        for i, kind in enumerate(("accuracy", "entropy")):
-            table[f"chen2022/moe-{slug}-{kind}"] = _table1_provenance(setting, act, i)
-    return ledger.provenance_entry(table, claim_id)
 
 
 @dataclass(frozen=True)
 class Config:
     settings: tuple[str, ...] = ("S1", "S2", "S3", "S4")  # data settings of the MoE rows (Table 1 columns)
-    single_settings: tuple[str, ...] = ("S1",)  # single models train on these of settings (Table 1: S1 only)
+    # single models train on these settings (the summaries of Table 1: S1 only; the official notebooks: all four)
+    single_settings: tuple[str, ...] = ("S1",)
     n_seeds: int = 10  # independent runs per configuration (Table 1: 10), trained together
     seed: int = 0  # base seed of the model initialisation and router noise (data use the official seeds)
     n_train: int = 16000  # official training-set size (full batch)
@@ -115,7 +67,12 @@ class Config:
     single_lr_linear: float = 3e-3  # official Adam step, linear single model
     single_lr_nonlinear: float = 1e-2  # official Adam step, cubic single model (also used for ReLU/GELU/tanh)
     weight_decay: float = 5e-4  # Adam's L2 weight decay (official)
-    bound_activations: tuple[str, ...] = ("linear", "cubic", "relu", "gelu", "tanh")  # single models on "verify"
+    # Theorem 4.1 as the official synthetic_demo_verify*.ipynb test it: single CNNs of 128 filters, Adam at 1e-3
+    # (linear) or single_lr_nonlinear, 801 epochs, six activations; on every data set with D_alpha = D_gamma
+    bound_settings: tuple[str, ...] = BOUND_SETS  # () skips the Theorem 4.1 runs (their claims: not run)
+    bound_activations: tuple[str, ...] = ("linear", "cubic", "relu", "celu", "gelu", "tanh")
+    bound_filters: int = 128  # official verify notebooks (Table 1's singles: 80)
+    bound_lr_linear: float = 1e-3  # official verify notebooks' Adam step of the linear model
     bound_seeds: int = 1  # runs per activation for the Theorem 4.1 test
     bound_epochs: int = 801  # Adam epochs of those runs
     ablation: bool = True  # also train the cubic MoE with the paper's softmax gate on settings[0]
@@ -124,17 +81,21 @@ class Config:
         for name in ("settings", "single_settings"):
             for s in getattr(self, name):
                 check_choice(name, s, tuple(k for k in CHEN_SETTINGS if k != "verify"))
+        for s in self.bound_settings:
+            check_choice("bound_settings", s, BOUND_SETS)
         if not self.settings:
             raise ValueError("settings must name at least one of 'S1', 'S2', 'S3', 'S4'; got ()")
         check_int("seed", self.seed, 0, MAX_SEED)
         for name, low in (("n_seeds", 1), ("n_train", 8), ("n_test", 8), ("n_experts", 1),
                           ("expert_filters", 2), ("moe_epochs", 1), ("single_filters", 2), ("single_epochs", 1),
-                          ("single_patience_after", 0), ("bound_seeds", 1), ("bound_epochs", 1)):
+                          ("single_patience_after", 0), ("bound_seeds", 1), ("bound_epochs", 1),
+                          ("bound_filters", 2)):
             check_int(name, getattr(self, name), low)
-        for name in ("expert_filters", "single_filters"):
+        for name in ("expert_filters", "single_filters", "bound_filters"):
             if getattr(self, name) % 2:
                 raise ValueError(f"{name} must be even (half the filters per class); got {getattr(self, name)}")
-        for name in ("expert_lr", "router_lr", "expert_init_scale", "single_lr_linear", "single_lr_nonlinear"):
+        for name in ("expert_lr", "router_lr", "expert_init_scale", "single_lr_linear", "single_lr_nonlinear",
+                     "bound_lr_linear"):
             check_float(name, getattr(self, name), 0.0, low_open=True)
         for name in ("stop_margin", "stop_loss", "weight_decay"):
             check_float(name, getattr(self, name), 0.0)
@@ -147,12 +108,14 @@ class Config:
 PRESETS = {
     # seconds: unit tests
     "tiny": Config(settings=("S1",), n_seeds=2, n_train=512, n_test=512, moe_epochs=20, single_epochs=20,
-                   single_patience_after=10, bound_activations=("linear", "cubic"), bound_epochs=10),
-    # the notebook: S1, 3 seeds, official epochs except the Theorem 4.1 runs on "verify": 300 epochs and three
-    # activations (linear, cubic, ReLU; GELU and tanh at paper scale), as float64 on the CPU
-    # (:func:`moetheory.runtime.compute_dtype`) is about 2.5x slower than float32 here
-    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=300, bound_activations=("linear", "cubic", "relu")),
-    "paper": Config(),  # S1-S4, 10 seeds, official epochs
+                   single_patience_after=10, bound_settings=("verify", "S3"), bound_activations=("linear", "celu"),
+                   bound_filters=8, bound_epochs=10),
+    # `moetheory reproduce --scale quick`: S1, 3 seeds, official epochs, as float64 on the CPU
+    # (:func:`moetheory.runtime.compute_dtype`, about 2.5x slower than float32 here), except the Theorem 4.1 runs:
+    # the official 128 filters and learning rates on verify, S3 and S4, but 100 epochs (not 801) and two
+    # activations (linear, CELU: the official best); all six at paper scale
+    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu")),
+    "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
 }
 
 
@@ -166,7 +129,8 @@ class Result:
     config: Config
     moe: dict = field(default_factory=dict)  # (setting, activation) -> patch_moe.MoERecord
     single: dict = field(default_factory=dict)  # (setting, activation) -> patch_moe.SingleRecord
-    bound: dict = field(default_factory=dict)  # activation -> SingleRecord on the "verify" data
+    bound: dict = field(default_factory=dict)  # (data set, activation) -> SingleRecord, D_alpha = D_gamma data
+    bound_rule: dict = field(default_factory=dict)  # data set -> test accuracy % of the non-additive rule
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
 
     def table(self) -> list[dict]:
@@ -182,15 +146,39 @@ class Result:
                              rec.entropy, rec.epochs))
         return rows
 
-    def bound_best(self) -> tuple[str, float]:
-        """The activation whose single model did best on the "verify" data, and its mean test accuracy."""
-        means = {act: float(rec.test_accuracy.mean()) for act, rec in self.bound.items()}
+    def bound_best(self) -> tuple[tuple[str, str], float]:
+        """The (data set, activation) whose single model did best under Theorem 4.1's hypothesis, and its mean
+        test accuracy."""
+        means = {key: float(rec.test_accuracy.double().mean()) for key, rec in self.bound.items()}
         best = max(means, key=means.get)
         return best, means[best]
 
+    def per_seed(self) -> dict:
+        """``"<setting>-<activation>"`` -> per-seed test accuracy (%), final dispatch entropy and epochs trained
+        of the MoE runs."""
+        return {f"{s}-{act}": {"accuracy": [round(v, 2) for v in rec.test_accuracy.tolist()],
+                               "entropy": [round(v, 4) for v in rec.entropy.tolist()],
+                               "epochs": rec.epochs.tolist()}
+                for (s, act), rec in self.moe.items()}
+
+    def second_reference(self) -> list[dict]:
+        """The S2 MoE cells beside the official S2 rerun (whose printout is not the summaries' S2 column)."""
+        rows = []
+        for act in MOE_MODELS:
+            rec = self.moe.get(("S2", act))
+            if rec is None:
+                continue
+            for i, (kind, values) in enumerate((("accuracy", rec.test_accuracy), ("entropy", rec.entropy))):
+                ref_m, ref_s = OFFICIAL_TABLE1[("S2", act)][i]
+                ours = float(values.double().mean())
+                rows.append({"model": f"MoE {_name(act)}", "kind": kind, "ours": round(ours, 4),
+                             "official_rerun": [ref_m, ref_s], "within_2_std": abs(ours - ref_m) <= 2 * ref_s})
+        return rows
+
     def metrics(self) -> dict:
-        out = {"table": self.table(),
-               "bound": {act: _stats(rec.test_accuracy) for act, rec in self.bound.items()}}
+        out = {"table": self.table(), "per_seed": self.per_seed(), "second_reference": self.second_reference(),
+               "bound": {f"{s}-{act}": _stats(rec.test_accuracy) for (s, act), rec in self.bound.items()},
+               "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()}}
         for (setting, act), rec in self.moe.items():
             key = f"{setting}-{act}"
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
@@ -205,8 +193,9 @@ def _name(act: str) -> str:
 
 def _stats(values: torch.Tensor) -> dict:
     v = values.double()
-    # 4 decimals: the chapter prints 1-2 of them, and a 3-decimal mean such as 0.375 would round a second time
-    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std()) if v.numel() > 1 else 0.0, 4)}
+    # 4 decimals: the chapter prints 1-2 of them, and a 3-decimal mean such as 0.375 would round a second time;
+    # std with ddof 0 (np.std), the official notebooks' convention
+    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(correction=0)), 4)}
 
 
 def _row(model, setting, acc, ent, epochs) -> dict:
@@ -250,65 +239,32 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             for act in ("cubic", "linear"):
                 result.single[(setting, act)] = _train_single(config, data, act, config.n_seeds,
                                                               config.single_epochs, bar(f"{setting} single {act}"))
-    data = make_chen_clusters("verify", config.n_train, config.n_test).to(dev)
-    for act in config.bound_activations:
-        result.bound[act] = _train_single(config, data, act, config.bound_seeds, config.bound_epochs,
-                                          bar(f"verify single {act}"))
+    for setting in config.bound_settings:
+        data = make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
+        result.bound_rule[setting] = bound_rule.rule_accuracy(data)
+        for act in config.bound_activations:
+            lr = config.bound_lr_linear if act == "linear" else config.single_lr_nonlinear
+            result.bound[(setting, act)] = _train_single(config, data, act, config.bound_seeds, config.bound_epochs,
+                                                         bar(f"{setting} single {act}"), config.bound_filters, lr)
     return result
 
 
-def _train_single(config: Config, data, act: str, n_seeds: int, epochs: int, progress):
-    lr = config.single_lr_linear if act == "linear" else config.single_lr_nonlinear
-    return patch_moe.train_single(data, n_seeds=n_seeds, n_filters=config.single_filters, activation=act, lr=lr,
+def _train_single(config: Config, data, act: str, n_seeds: int, epochs: int, progress, n_filters=None, lr=None):
+    if lr is None:
+        lr = config.single_lr_linear if act == "linear" else config.single_lr_nonlinear
+    return patch_moe.train_single(data, n_seeds=n_seeds, n_filters=n_filters or config.single_filters,
+                                  activation=act, lr=lr,
                                   weight_decay=config.weight_decay, epochs=epochs,
                                   patience_after=config.single_patience_after, stop_margin=config.stop_margin,
                                   seed=config.seed, progress=progress)
 
 
 def claims(result: Result) -> list[Claim]:
-    """The seven claims of the chapter (S1 when it was run, else the first setting)."""
+    """The chapter's claims: the 16 MoE cells of Table 1, the two single CNNs of S1, Theorem 4.1 and its positive
+    control; those whose runs the config left out are `not run`."""
     cfg = result.config
-    setting = claim_setting(cfg.settings)
-    run_config = runtime.config_dict(cfg)
-    out = []
-    for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
-        rec = result.moe[(setting, act)]
-        (acc_m, acc_s), _ = TABLE1[(setting, act)]
-        ours = round(float(rec.test_accuracy.double().mean()), 2)
-        out.append(Claim(
-            f"chen2022/moe-{slug}-accuracy", f"{setting}: mean test accuracy (%) of the MoE with {slug} experts",
-            f"{acc_m} ± {acc_s}", ours, abs(ours - acc_m) <= 2 * acc_s,
-            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std",
-            **provenance_of(f"chen2022/moe-{slug}-accuracy", run_config)))
-    for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
-        rec = result.single.get(("S1", act))  # trained only when S1 is in both settings and single_settings
-        ours = round(float(rec.test_accuracy.double().mean()), 2) if rec is not None else NOT_RUN
-        holds = abs(ours - TABLE1_SINGLE[act]) <= SINGLE_TOLERANCE if rec is not None else None
-        out.append(Claim(
-            f"chen2022/single-{slug}-accuracy", f"S1: mean test accuracy (%) of the single {slug} CNN (80 filters)",
-            TABLE1_SINGLE[act], ours, holds,
-            criterion=f"within ± {SINGLE_TOLERANCE:g} points (Table 1 gives no std; the official 80- and 128-filter "
-                      "runs differ by 1.0 (cubic) and 2.6 (linear) points)",
-            **provenance_of(f"chen2022/single-{slug}-accuracy", run_config)))
-    for act, slug in (("cubic", "nonlinear"), ("linear", "linear")):
-        rec = result.moe[(setting, act)]
-        _, (ent_m, ent_s) = TABLE1[(setting, act)]
-        ours = round(float(rec.entropy.double().mean()), 2)  # the seed spread is ~0.1-0.5: 2 decimals
-        out.append(Claim(
-            f"chen2022/moe-{slug}-entropy", f"{setting}: mean final dispatch entropy of the MoE with {slug} experts",
-            f"{ent_m} ± {ent_s}", ours, abs(ours - ent_m) <= 2 * ent_s,
-            criterion=f"mean of {cfg.n_seeds} seeds within the paper's mean ± 2 std",
-            **provenance_of(f"chen2022/moe-{slug}-entropy", run_config)))
-    _, best = result.bound_best()
-    out.append(Claim(
-        "chen2022/single-expert-bound",
-        "verify data (D_alpha = D_gamma): best test accuracy (%) of single models over activations "
-        + ", ".join(cfg.bound_activations),
-        f"<= {BOUND_LIMIT}", round(best, 1), best <= BOUND_LIMIT,
-        # not which activation is best: two of them can tie within the runs' chaotic scatter
-        criterion="best mean accuracy over the activations at most 87.5 (Theorem 4.1: error >= 1/8)",
-        **provenance_of("chen2022/single-expert-bound", run_config)))
-    return out
+    return [*moe_claims(result, cfg.n_seeds), *single_claims(result, cfg.single_filters),
+            *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
 
 
 PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",

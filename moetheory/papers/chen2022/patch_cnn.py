@@ -46,7 +46,13 @@ def _gelu(z, slope):
     return z.mul_(cdf)
 
 
-ACTIVATE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid}
+def _celu(z, slope):  # alpha = 1: z for z > 0, e^z - 1 below; slope 1 above, e^z below (e^min(z, 0) both)
+    if slope is not None:
+        torch.clamp(z, max=0, out=slope).exp_()
+    return F.celu(z, inplace=True)
+
+
+ACTIVATE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmoid": _sigmoid, "celu": _celu}
 """Fused kernels of the nonlinear activations of :data:`moetheory.activations.ACTIVATIONS` for the patch CNNs,
 ``f(z, slope) -> sigma(z)`` in place on ``z``; when ``slope`` (a tensor like ``z``) is given,
 ``sigma'(z) / SLOPE_SCALE`` is written into it. A linear CNN needs no kernel (:func:`filter_sums`)."""

@@ -252,6 +252,8 @@ class SingleRecord:
     train_accuracy: torch.Tensor  # (S,)
     loss_history: torch.Tensor  # (T, S)
     epochs: torch.Tensor  # (S,)
+    weight: torch.Tensor | None = None  # (S, d, F) trained filters (class 0 first half), detached
+    bias: torch.Tensor | None = None  # (S, 1, F)
 
 
 def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "cubic", lr: float = 0.01,
@@ -304,4 +306,4 @@ def train_single(data, *, n_seeds: int, n_filters: int = 80, activation: str = "
         def acc(xx, yy):
             return ((single_logits(xx, w, b, activation).argmax(-1) == yy).float().mean(-1) * 100).cpu()
         return SingleRecord(acc(data.test_x, data.test_y), acc(data.train_x, y), torch.stack(hist).cpu(),
-                            epochs_run.cpu())
+                            epochs_run.cpu(), w.detach().cpu(), b.detach().cpu())
