@@ -15,9 +15,9 @@ from __future__ import annotations
 import codecs
 import re
 import subprocess
-from pathlib import Path
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import latexcodec  # noqa: F401  (registers the "ulatex" codec)
 from docutils import nodes

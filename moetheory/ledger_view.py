@@ -8,8 +8,8 @@ paper's value, and per run our value with its verdict as a mark and a word. It r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Mapping, Sequence
 from html import escape
 
 import pandas as pd

@@ -227,7 +227,8 @@ def check_exercises(page: str, article) -> list[Finding]:
         for cell in section.select("div.cell"):
             if not any("dropdown" in p.get("class", []) for p in cell.find_parents(class_="solution")):
                 code = cell.get_text(" ", strip=True)[:60]
-                findings.append(Finding(page, "exercise", f"exercise code or output outside a folded solution: {code!r}"))
+                what = f"exercise code or output outside a folded solution: {code!r}"
+                findings.append(Finding(page, "exercise", what))
     return findings
 
 
