@@ -60,17 +60,10 @@ SCREENSHOT_PAGES = ("book/intro.html", "book/chen2022.html", "book/wang2025.html
                     "book/references.html")
 PHONE = 412  # px: screenshots are also taken at a phone's width
 
-# Defects the test finds today that need a re-executed chapter to fix, each with the issue that tracks it: reported,
-# not failed on. One that is no longer found fails the run, so that this list only shrinks.
-LEDGER = "issue 17, the ledger tables: a claims table (a pandas output) wider than the column; needs re-execution"
-KNOWN_DEFECTS = (
-    ("book/ledger.html", "wide", "hermite-analysis", LEDGER),
-    ("book/ledger.html", "wide", "chen-et-al-2022", LEDGER),
-    ("book/ledger.html", "wide", "kawata-et-al-2025", LEDGER),
-    ("book/ledger.html", "wide", "wang-e-2025", LEDGER),
-    ("book/ledger.html", "wide", "makkuva-et-al-2019", LEDGER),
-    ("book/makkuva2019.html", "wide", "claims", LEDGER),
-)
+# Defects the test finds today that need a re-executed chapter to fix, as (page, kind, section, the issue that tracks
+# it): reported, not failed on. One that is no longer found fails the run, so that this list only shrinks. Empty
+# since the claims tables render for readers (issue 17).
+KNOWN_DEFECTS: tuple[tuple[str, str, str, str], ...] = ()
 
 # MyST markup that should never reach a reader: a directive or role name in braces, or a fence
 DIRECTIVE = re.compile(r"\{(?:prf|glue)[:}]|\{[a-z][\w-]*(?::[\w-]+)*\}`|```|^\s*:::", re.M)
