@@ -2,6 +2,12 @@
 regressors fixed (step 3 of the paper's algorithm), joint EM over regressors and gating, and maximum likelihood by
 Adam. Compared in ``book/makkuva2019.ipynb``.
 
+The M-steps are ours, not the paper's: each takes ONE damped Newton (gating) or Gauss-Newton (regressors) step on the
+expected complete-data log-likelihood instead of maximising it, so the EMs here are generalised EMs (Dempster, Laird
+& Rubin 1977): each iteration increases the expected log-likelihood (the step is backtracked until it does), which
+is all the monotone-likelihood argument needs; iterated to the tolerance, the fixed points are those of exact EM.
+The paper's text, which would say how its M-step is solved, could not be read.
+
 Everything is batched over a leading seed axis: ``X (S, n, d)``, ``y (S, n)``, regressors ``A (S, k, d)`` and gating
 ``W (S, k, d)`` with the last row zero (the reference expert). Same code on CPU and CUDA.
 """
@@ -60,7 +66,8 @@ def gating_gradient_hessian(x, r, w, l2: float = 1e-6) -> tuple[torch.Tensor, to
 
 def gating_newton_step(x, r, w, l2: float = 1e-6, max_halvings: int = 20) -> torch.Tensor:
     """M-step for the gating: one damped Newton step on the concave soft-label multinomial logistic regression
-    ``max_W mean_n sum_i r_ni log softmax_i(W x_n)`` with the last row of W held at zero."""
+    ``max_W mean_n sum_i r_ni log softmax_i(W x_n)`` with the last row of W held at zero. One step, not the
+    maximiser: a generalised EM (see the module docstring); halved until the objective does not decrease."""
     grad, hess = gating_gradient_hessian(x, r, w, l2)
     step = torch.linalg.solve(hess, grad.flatten(1)).reshape(grad.shape)
     step = torch.cat([step, torch.zeros_like(step[:, :1])], 1)
