@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import traceback
 import typing
 from dataclasses import fields
@@ -85,8 +84,12 @@ def _fields_help(name: str) -> str:
     except Exception as err:  # a broken paper module must not break the help
         return f"  {name}: (fields unknown: {' '.join(str(err).split())})\n"
     items = [f"{field.name}={_type_text(_field_kind(config, field.name))}" for field in fields(config)]
-    return f"  {name}:\n" + textwrap.fill("  ".join(items), width=100, initial_indent=" " * 4,
-                                          subsequent_indent=" " * 4, break_on_hyphens=False) + "\n"
+    lines = [""]
+    for item in items:  # whole items per line: "regimes=(not settable)" is never split at its space
+        if lines[-1] and len(lines[-1]) + 2 + len(item) > 96:
+            lines.append("")
+        lines[-1] = f"{lines[-1]}  {item}" if lines[-1] else item
+    return f"  {name}:\n" + "".join(f"    {line}\n" for line in lines)
 
 
 class UsageError(Exception):
