@@ -200,23 +200,23 @@ def side_by_side(runs: Mapping[str, Ledger | None], *, verdicts: bool = True, ab
     for ledger in runs.values():
         for claim in ledger or ():
             first.setdefault(claim.id, claim)
-    table = pd.DataFrame({"paper": [fmt(c.paper_value) for c in first.values()]},
-                         index=pd.Index(list(first), name="claim"))
-    table = ClaimsFrame(table)
+    table = ClaimsFrame({"paper": [fmt(c.paper_value) for c in first.values()]},
+                        index=pd.Index(list(first), name="claim"))
     table.attrs["claims"], table.attrs["runs"] = first, {}
     for label, ledger in runs.items():
         mine = None if ledger is None else {c.id: c for c in ledger}
-        cells = []
+        cells, shown = [], {}  # the frame's (ours, holds) and the rendering's (ours, verdict word)
         for claim_id in first:
             claim = None if mine is None else mine.get(claim_id)
             if claim is None:
-                cells.append((NOT_RUN if mine is None else absent,) * 2)
+                missing = NOT_RUN if mine is None else absent
+                cells.append((missing, missing))
+                shown[claim_id] = (missing, missing)
             else:
-                holds = claim.verdict if verdicts or claim.holds is None else claim.holds
-                cells.append((fmt(claim.reproduced), holds))
-        words = [(ours, NOT_RUN if ours == NOT_RUN else absent if ours == absent else
-                  {True: "holds", False: "fails"}.get(holds, holds)) for ours, holds in cells]
-        table.attrs["runs"][label] = dict(zip(first, words))
+                ours = fmt(claim.reproduced)
+                cells.append((ours, claim.verdict if verdicts or claim.holds is None else claim.holds))
+                shown[claim_id] = (ours, claim.verdict)
+        table.attrs["runs"][label] = shown
         table[f"ours ({label})"] = [ours for ours, _ in cells]
         table[f"holds ({label})"] = [holds for _, holds in cells]
     return table
