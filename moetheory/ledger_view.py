@@ -55,15 +55,20 @@ def _claim_cell(claim) -> str:
             f"<details><summary>test and source</summary>{more}</details></td>")
 
 
+def _paper_text(claim) -> str:
+    """The paper column: the paper's value, or "not read" where the paper's text could not be consulted."""
+    from moetheory.ledger import fmt
+
+    return claim.provenance if claim.provenance == "not read" else fmt(claim.paper_value)
+
+
 def claims_html(claims: Sequence, runs: Mapping[str, Mapping[str, tuple[str, str]]]) -> str:
     """HTML table of ``claims`` (each a :class:`~moetheory.ledger.Claim`, giving id, statement, paper value,
     criterion, provenance and source) and, per run label, ``{claim id: (ours, verdict word)}``."""
-    from moetheory.ledger import fmt
-
     head = "".join(f"<th>ours ({escape(label)})</th>" for label in runs)
     rows = []
     for claim in claims:
-        paper = claim.provenance if claim.provenance == "not read" else fmt(claim.paper_value)
+        paper = _paper_text(claim)
         cells = "".join(_verdict_cell(f"ours ({label})", *run[claim.id]) for label, run in runs.items())
         rows.append(f'<tr>{_claim_cell(claim)}<td data-label="paper">{escape(paper)}</td>{cells}</tr>')
     return (f'{_STYLE}<div class="moetheory-claims"><table>'
@@ -78,13 +83,11 @@ def _md(text: str) -> str:
 
 def claims_markdown(claims: Sequence, runs: Mapping[str, Mapping[str, tuple[str, str]]]) -> str:
     """The same table in Markdown (what the PDF build renders: a table whose long column wraps)."""
-    from moetheory.ledger import fmt
-
     head = "| claim | paper | " + " | ".join(f"ours ({_md(label)})" for label in runs) + " |"
     rule = "|" + "---|" * (2 + len(runs))
     rows = [head, rule]
     for claim in claims:
-        paper = claim.provenance if claim.provenance == "not read" else fmt(claim.paper_value)
+        paper = _paper_text(claim)
         cells = [f"{MARKS.get(v, ('', ''))[0]} {v}" if o == v else f"{_md(o)} {MARKS.get(v, ('', ''))[0]} {v}"
                  for o, v in (run[claim.id] for run in runs.values())]
         rows.append(f"| `{claim.id}`: {_md(claim.statement)} | {_md(paper)} | " + " | ".join(cells) + " |")
@@ -100,15 +103,15 @@ class ClaimsFrame(pd.DataFrame):
     def _constructor(self):
         return ClaimsFrame
 
-    def _repr_html_(self) -> str:
+    def _view(self):
+        """(the claims of the rows shown, runs), or None for a frame that carries no claims."""
         claims, runs = self.attrs.get("claims"), self.attrs.get("runs")
-        if not claims or not runs:
-            return super()._repr_html_()
-        return claims_html(self._shown(claims), runs)
+        return ([claims[i] for i in self.index if i in claims], runs) if claims and runs else None
+
+    def _repr_html_(self) -> str:
+        view = self._view()
+        return claims_html(*view) if view else super()._repr_html_()
 
     def _repr_markdown_(self) -> str | None:
-        claims, runs = self.attrs.get("claims"), self.attrs.get("runs")
-        return claims_markdown(self._shown(claims), runs) if claims and runs else None
-
-    def _shown(self, claims):
-        return [claims[i] for i in self.index if i in claims]
+        view = self._view()
+        return claims_markdown(*view) if view else None

@@ -6,6 +6,8 @@ shown with a caption through myst-nb's ``glue`` so that ``{numref}`` can refer t
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
@@ -28,6 +30,7 @@ STYLE = {
 }
 
 
+@functools.cache
 def _retina() -> None:
     """In a notebook, figures become PNGs at twice their dpi shown at their size: sharp on high-density screens
     and in the book (the image's width and height go with it as metadata)."""
