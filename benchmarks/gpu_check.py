@@ -187,11 +187,17 @@ class Check:
             os._exit(1)
 
     def plan(self, scale: str) -> list[tuple[str, float | None]]:
-        """The papers to run at ``scale``, with predicted seconds; paper scale cheapest first, unknown last."""
+        """The papers to run at ``scale``, with predicted seconds (paper scale only).
+
+        Quick and paper runs go cheapest first, so that one long run cannot starve the others: quick by its CPU
+        record's time, paper by its prediction; unknown last."""
         items = [(name, predicted_s(name, self.doc["runs"], self.args.results) if scale == "paper" else None)
                  for name in self.args.papers]
         if scale == "paper":
             items.sort(key=lambda item: (item[1] is None, item[1] or 0.0))
+        elif scale == "quick":
+            records = {name: load_report(name, scale, self.args.results) for name, _ in items}
+            items.sort(key=lambda item: (records[item[0]] is None, getattr(records[item[0]], "elapsed_s", 0.0)))
         return items
 
     def run_all(self) -> int:
