@@ -18,6 +18,7 @@ this script itself on a machine without a GPU.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -49,7 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the CLI)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: a dry run of this script without a GPU (the file then says cpu)")
+    parser.add_argument("--digest", action="store_true",
+                        help="print the code digest a run records (code_sha256) and exit: compare a checkout with it")
     args = parser.parse_args(argv)
+    if args.digest:
+        print(code_digest())
+        parser.exit()
     registered = papers.registry()
     unknown = sorted(set(args.papers or ()) - set(registered))
     if unknown:
@@ -67,6 +73,18 @@ def pinned_torch() -> str | None:
     return match.group(1) if match else None
 
 
+def code_digest(root: Path = runtime.REPO_ROOT) -> str:
+    """The sha256 of the package's and this script's Python sources (path and content, in path order).
+
+    A device machine may receive the working tree with stale git metadata (seen: a run at one commit reported an
+    older one, ``+dirty``), so the revision alone cannot say which code ran; this digest can be recomputed from any
+    checkout (``python benchmarks/gpu_check.py --digest``)."""
+    digest = hashlib.sha256()
+    for path in sorted([*root.joinpath("moetheory").rglob("*.py"), root / "benchmarks" / "gpu_check.py"]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def environment(dev: torch.device, args) -> dict:
     """What ran: GPU, torch (beside the pinned one), the package's versions and revision, the settings."""
     pin = pinned_torch()
@@ -79,6 +97,7 @@ def environment(dev: torch.device, args) -> dict:
                   "matches_pin": pin is not None and torch.__version__.split("+")[0] == pin, "note": TORCH_NOTE},
         "versions": runtime.versions(),
         "git_revision": runtime.git_revision(),
+        "code_sha256": code_digest(),
         "dtype_override": os.environ.get(runtime.ENV_DTYPE) or None,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),  # "highest": no TF32 in matmuls
         "budget_s": args.budget_s,

@@ -85,3 +85,32 @@ def test_usage_errors_name_the_problem(capsys, toy_registry):
     with pytest.raises(SystemExit) as exit_info:
         gpu_check.parse_args(["--papers", "nope"])
     assert exit_info.value.code == 2 and "unknown paper(s) nope" in capsys.readouterr().err
+
+
+def test_quick_runs_go_cheapest_first_by_their_cpu_record(tmp_path, monkeypatch):
+    """One long quick run (chen2022's: 37 CPU-minutes) must not starve the others of the budget."""
+    args = gpu_check.parse_args(["--device", "cpu", "--results", str(tmp_path), "--out", str(tmp_path / "t.json")])
+    args.papers = ["slow", "unrecorded", "fast"]
+    times = {"slow": 500.0, "fast": 5.0}
+    monkeypatch.setattr(gpu_check, "load_report", lambda name, scale, folder: (
+        replace_elapsed(times[name]) if name in times else None))
+    check = gpu_check.Check(args, torch.device("cpu"))
+    assert [name for name, _ in check.plan("quick")] == ["fast", "slow", "unrecorded"]
+    assert [name for name, _ in check.plan("tiny")] == ["slow", "unrecorded", "fast"]  # tiny: as registered
+
+
+def replace_elapsed(seconds: float):
+    return type("Record", (), {"elapsed_s": seconds})()
+
+
+def test_code_digest_follows_the_package_source(tmp_path):
+    for name in ("moetheory/a.py", "benchmarks/gpu_check.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    before = gpu_check.code_digest(tmp_path)
+    assert before == gpu_check.code_digest(tmp_path) and len(before) == 64
+    (tmp_path / "moetheory" / "a.py").write_text("x = 2\n")
+    assert gpu_check.code_digest(tmp_path) != before
+    (tmp_path / "moetheory" / "a.py").write_text("x = 1\n")
+    (tmp_path / "moetheory" / "a.py").rename(tmp_path / "moetheory" / "b.py")  # same content, another file
+    assert gpu_check.code_digest(tmp_path) != before
