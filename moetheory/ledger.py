@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 
@@ -162,6 +162,17 @@ class Ledger(Sequence):
     def all_hold(self) -> bool:
         """No claim that ran fails (claims that did not run are not failures)."""
         return not any(c.holds is False for c in self._claims)
+
+    def with_outcomes(self, outcomes: Iterable[Mapping]) -> Ledger:
+        """These claims (statements, paper values, criteria, provenance) with another run's outcomes: each of
+        ``outcomes`` gives ``id``, ``reproduced`` and ``holds`` (as ``make gpu-check`` writes them); a claim with
+        no outcome is not run, an outcome for an unknown claim is an error."""
+        given = {o["id"]: o for o in outcomes}
+        unknown = sorted(set(given) - {c.id for c in self._claims})
+        if unknown:
+            raise KeyError(f"outcomes for claims this ledger does not have: {', '.join(unknown)}")
+        return Ledger(replace(c, reproduced=given[c.id]["reproduced"], holds=given[c.id]["holds"])
+                      if c.id in given else replace(c, reproduced=NOT_RUN, holds=None) for c in self._claims)
 
     def frame(self) -> pd.DataFrame:
         """A pandas table, one row a claim, values formatted for reading."""

@@ -16,6 +16,7 @@ from moetheory import papers, runtime
 from moetheory.ledger import Claim, Ledger
 
 RESULTS_DIR = runtime.REPO_ROOT / "results"
+GPU_RUNS_DIR = runtime.REPO_ROOT / "benchmarks" / "gpu-runs"  # make gpu-check's files, copied from a GPU machine
 
 CONFIG_RENAMES = {  # paper -> {config field as records made before the rename spell it: its name now}
     "makkuva2019": {"seeds": "n_seeds"},  # one vocabulary for every paper: n_seeds
@@ -159,6 +160,22 @@ def recorded(name: str, scale: str) -> Report | None:
               f"'not run'. Set MOETHEORY_RESULTS to the results/ folder of the book's repository, or record it: "
               f"moetheory reproduce {name} --scale {scale} --out results")
     return report
+
+
+def gpu_run(name: str, scale: str, folder: str | Path = GPU_RUNS_DIR) -> dict | None:
+    """The latest finished ``make gpu-check`` run of ``name`` at ``scale`` kept under ``folder``
+    (``<date>/*.json``): that run's entry (``claims``, ``metrics``, ``config``, ``elapsed_s``, ``dtype``) with the
+    file's ``device``, ``torch`` version, ``started`` time and ``file`` added; ``None`` when there is none (no GPU
+    run yet, or a chapter downloaded alone). Not a record: it ran elsewhere, in float32, so no test checks it
+    against the code and nbval cannot re-run it; a chapter shows it as measured there."""
+    found = []
+    for path in sorted(Path(folder).glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        found += [{**run, "device": doc["device"], "torch": doc["torch"]["version"], "started": doc["started"],
+                   "file": path.relative_to(folder).as_posix()}
+                  for run in doc.get("runs", ())
+                  if (run.get("paper"), run.get("scale"), run.get("status")) == (name, scale, "ok")]
+    return max(found, key=lambda run: run["started"], default=None)
 
 
 def with_provenance(record: dict) -> dict:

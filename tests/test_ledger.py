@@ -127,3 +127,14 @@ def test_side_by_side_lists_every_claim_of_every_run():
     assert set(table["ours (gpu)"]) == {NOT_RUN}
     flags = side_by_side({"quick": quick, "paper": paper}, verdicts=False, absent=NOT_RUN)
     assert list(flags["holds (quick)"]) == [True, False, NOT_RUN] and flags.loc["p/c", "holds (paper)"] == NOT_RUN
+
+
+def test_with_outcomes_keeps_the_claims_and_takes_another_runs_values():
+    quick = Ledger([make("p/a", ours=0.5), make("p/b", holds=False, ours=2.0), make("p/c")])
+    other = quick.with_outcomes([{"id": "p/a", "reproduced": 0.75, "holds": False},
+                                 {"id": "p/b", "reproduced": 0.25, "holds": True}])
+    assert [(c.reproduced, c.holds) for c in other] == [(0.75, False), (0.25, True), (NOT_RUN, None)]
+    assert [c.criterion for c in other] == [c.criterion for c in quick] and other[0].paper_value == 1.0
+    assert [(c.reproduced, c.holds) for c in quick] == [(0.5, True), (2.0, False), (0.5, True)]  # unchanged
+    with pytest.raises(KeyError, match="p/z"):
+        quick.with_outcomes([{"id": "p/z", "reproduced": 1.0, "holds": True}])

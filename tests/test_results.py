@@ -8,7 +8,15 @@ import pytest
 
 from moetheory import papers, runtime
 from moetheory.ledger import NOT_RUN
-from moetheory.reproduce import CONFIG_ADDED, CONFIG_RENAMES, RESULTS_DIR, Report, current_config, summary_table
+from moetheory.reproduce import (
+    CONFIG_ADDED,
+    CONFIG_RENAMES,
+    RESULTS_DIR,
+    Report,
+    current_config,
+    gpu_run,
+    summary_table,
+)
 
 FILES = sorted(Path(RESULTS_DIR).glob("*.json"))
 CHAPTER_THREADS = 1  # every chapter runs runtime.setup(threads=1), and `moetheory reproduce` defaults to one thread
@@ -136,3 +144,20 @@ def test_summary_counts_a_claim_that_did_not_run_as_not_holding(tmp_path):
     held = sum(c["holds"] is True for c in data["claims"])
     expected = f"{held} of {len(data['claims']) - 1} hold (1 not run)"
     assert summary_table(tmp_path).loc["hermite", "quick scale"] == expected
+
+
+def test_gpu_run_takes_the_latest_finished_run_and_none_when_absent(tmp_path):
+    def write(day, name, started, runs):
+        (tmp_path / day).mkdir(exist_ok=True)
+        doc = {"device": f"cuda ({day})", "torch": {"version": "2.11"}, "started": started, "runs": runs}
+        (tmp_path / day / name).write_text(json.dumps(doc))
+
+    ok = {"paper": "p", "scale": "paper", "status": "ok", "claims": [], "elapsed_s": 1.0}
+    assert gpu_run("p", "paper", tmp_path) is None  # nothing recorded yet
+    write("2026-01-01", "a.json", "2026-01-01T10:00:00+00:00", [ok])
+    write("2026-02-01", "b.json", "2026-02-01T10:00:00+00:00",
+          [{**ok, "elapsed_s": 2.0}, {**ok, "status": "abandoned", "elapsed_s": 9.0}])
+    write("2026-03-01", "c.json", "2026-03-01T10:00:00+00:00", [{**ok, "status": "error"}, {**ok, "scale": "quick"}])
+    run = gpu_run("p", "paper", tmp_path)
+    assert (run["elapsed_s"], run["file"], run["device"]) == (2.0, "2026-02-01/b.json", "cuda (2026-02-01)")
+    assert gpu_run("q", "paper", tmp_path) is None
