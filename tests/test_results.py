@@ -11,10 +11,12 @@ from moetheory.ledger import NOT_RUN
 from moetheory.reproduce import (
     CONFIG_ADDED,
     CONFIG_RENAMES,
+    GPU_RUNS_DIR,
     RESULTS_DIR,
     Report,
     current_config,
     gpu_run,
+    load_report,
     summary_table,
 )
 
@@ -161,3 +163,21 @@ def test_gpu_run_takes_the_latest_finished_run_and_none_when_absent(tmp_path):
     run = gpu_run("p", "paper", tmp_path)
     assert (run["elapsed_s"], run["file"], run["device"]) == (2.0, "2026-02-01/b.json", "cuda (2026-02-01)")
     assert gpu_run("q", "paper", tmp_path) is None
+
+
+def test_committed_gpu_runs_name_the_claims_of_the_quick_records():
+    """A chapter shows a GPU run with the quick record's claims (Ledger.with_outcomes): every claim id a committed
+    ``make gpu-check`` run gives must be one the record states."""
+    files = sorted(GPU_RUNS_DIR.glob("*/*.json"))
+    if not files:
+        pytest.skip("no GPU run committed")
+    checked = 0
+    for path in files:
+        for run in json.loads(path.read_text())["runs"]:
+            record = load_report(run["paper"], "quick") if run["status"] == "ok" else None
+            if record is not None:
+                shown = record.claims.with_outcomes(run["claims"])
+                ran = [c["id"] for c in run["claims"] if c["holds"] is not None]
+                assert [c.id for c in shown if c.ran] == ran, (path.name, run["paper"], run["scale"])
+                checked += 1
+    assert checked

@@ -28,7 +28,7 @@ from typing import Any
 from moetheory.checks import check_choice
 
 TITLES: dict[str, str] = {
-    "chen2022": "Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",
+    "chen2022": "Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
     "hermite": "Hermite analysis: information exponents and online-SGD sample complexity",
     "kawata2025": "Kawata et al. 2025: MoE detect and learn latent cluster structure",
     "makkuva2019": "Makkuva et al. 2019: consistent tensor + EM estimation of a gated MoE",

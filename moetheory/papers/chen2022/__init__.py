@@ -1,4 +1,5 @@
-"""Chen, Deng, Wu, Gu, Li (NeurIPS 2022): Towards Understanding Mixture of Experts in Deep Learning.
+"""Chen, Deng, Wu, Gu, Li (NeurIPS 2022): Towards Understanding the Mixture-of-Experts Layer in Deep Learning
+(arXiv version: Towards Understanding Mixture of Experts in Deep Learning).
 
 The chen2022 chapter. Table 1 (test accuracy and dispatch entropy of single CNNs and top-1 MoEs on the cluster
 data of Definition 3.1), the router learning the cluster centers, and Theorem 4.1's single-expert bound tested on
@@ -267,5 +268,5 @@ def claims(result: Result) -> list[Claim]:
             *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
 
 
-PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding Mixture of Experts in Deep Learning",
+PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
               config=config, run=run, claims=claims, provenance=provenance_of)
