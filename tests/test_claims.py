@@ -124,20 +124,26 @@ def test_hermite_claims_hold_fail_and_not_run():
 
 # ------------------------------------------------------------------------------------------------ kawata2025
 def _kawata(cfg, moe_g=(0.9, 0.85), van_g=(0.2, 0.25), router=((0.95, 0.9), (0.85, 0.99)),
-            moe_mse=(0.1, 0.2), van_mse=(0.5, 0.6), exponent=sp.oo, task=4, chance=0.22, extra=None):
-    """S = 2 seeds, T = 2 checkpoints, 3 neurons (one NaN-padded, as for pruned experts), C = 2: the final best
-    overlaps with w_g are ``moe_g`` and ``van_g`` per seed."""
+            moe_mse=(0.1, 0.2), van_mse=(0.5, 0.6), exponent=sp.oo, task=4, chance=0.22, specialist=0.9,
+            extra=None):
+    """S = 2 seeds, T = 2 checkpoints, C + 1 one-neuron experts (the last pruned: NaN-padded, no data): the final
+    best overlaps with w_g are ``moe_g`` and ``van_g`` per seed; expert c receives mostly cluster c and its neuron
+    has overlap ``specialist`` with w_c."""
     s, c = 2, len(router[0])
     van = np.zeros((s, 2, 3, c + 1))
     van[:, -1, 1, -1] = van_g
-    moe = np.full((s, 2, 3, c + 1), np.nan)
-    moe[:, :, :2] = 0.1
+    moe = np.full((s, 2, c + 1, c + 1), np.nan)
+    moe[:, :, :c] = 0.1
     moe[:, -1, 0, -1] = moe_g
+    moe[:, -1, np.arange(c), np.arange(c)] = specialist
+    counts = np.zeros((s, c, c + 1), dtype=int)
+    counts[:, :, :c] = 1 + 9 * np.eye(c, dtype=int)  # expert m: 10 points of cluster m, 1 of each other
     return kawata2025.Result(
         config=cfg, samples=np.array([0, 640]), vanilla_overlap=van, moe_overlap=moe, moe_stage=np.array([1, 3]),
         router_alignment=np.zeros((s, 1, c)), router_alignment_final=np.array(router, dtype=float),
+        router_cos=np.zeros((s, c + 1, c)),
         vanilla_mse=np.repeat(np.array(van_mse)[:, None], 2, 1), moe_mse=np.repeat(np.array(moe_mse)[:, None], 2, 1),
-        routing_purity=np.ones(s),
+        routing_purity=np.ones(s), routing_counts=counts, label_variance=2.01,
         n_kept=np.full(s, 2), stage1_overlap=np.zeros((s, 2, c + 1)), stage1_mean_overlap=np.zeros((s, 2, c)),
         chance_level=chance, global_exponent=exponent, k_star=3, task_exponent=task, elapsed_s=0.0, device="cpu",
         extra=extra or {})
@@ -147,20 +153,23 @@ def test_kawata2025_claims_hold_fail_and_not_run():
     cfg = kawata2025.config("tiny")
     c4 = kawata2025.cluster_config(cfg, 4)
     main_ids = {"global-exponent-rises", "moe-global-overlap", "vanilla-global-overlap", "router-alignment",
-                "moe-beats-vanilla"}
+                "expert-specialisation", "moe-beats-vanilla"}
     good_c4 = _kawata(c4, router=((0.9,) * 4, (0.95,) * 4))
     held = kawata2025.claims(_kawata(cfg, extra={4: good_c4}))
     assert set(verdicts(held)) == {f"kawata2025/{i}{x}" for i in main_ids for x in ("", "-c4")}
     assert_only_these_fail(held, [])
     by_id = {c.id: c for c in held}
-    assert by_id["kawata2025/moe-global-overlap"].reproduced == 0.85  # min over seeds, NaN padding ignored
+    # min over seeds, NaN padding ignored; purity 1 beside its chance level, the largest load share 11/22
+    assert by_id["kawata2025/moe-global-overlap"].reproduced == "0.850 (routing purity 1.00, chance 0.50)"
+    assert by_id["kawata2025/expert-specialisation"].reproduced == 1.0
     assert by_id["kawata2025/vanilla-global-overlap"].reproduced == 0.25  # max over seeds: 0.25 <= 1.25 x 0.22
 
     # main setting: task exponent 3 = k* (not above it); one seed's MoE at 0.79 < 0.8; vanilla 0.28 > 1.25 x 0.22
-    # = 0.275; one router row 0.79; one seed's MoE MSE above the vanilla one. C = 4: only the router fails
+    # = 0.275; one router row 0.79; experts' neurons at 0.5 < 0.8 with w_c; one seed's MoE MSE above the vanilla
+    # one. C = 4: only the router fails
     bad_c4 = _kawata(c4, router=((0.9,) * 4, (0.9, 0.9, 0.9, 0.5)))
     failed = kawata2025.claims(_kawata(cfg, moe_g=(0.9, 0.79), van_g=(0.1, 0.28), router=((0.9, 0.79), (0.9, 0.9)),
-                                       moe_mse=(0.1, 0.7), task=sp.Integer(3), extra={4: bad_c4}))
+                                       moe_mse=(0.1, 0.7), task=sp.Integer(3), specialist=0.5, extra={4: bad_c4}))
     assert_only_these_fail(failed, [f"kawata2025/{i}" for i in main_ids] + ["kawata2025/router-alignment-c4"])
 
     # a non-polynomial student (ReLU): the neuron's exponent is not derived; the task's still is, and holds;

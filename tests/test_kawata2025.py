@@ -2,6 +2,7 @@
 training invariants and the tiny preset end to end."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from moetheory.papers.kawata2025.model import chance_level, prune
 
 runtime.set_threads(1)
 IDS = {"kawata2025/global-exponent-rises", "kawata2025/moe-global-overlap",
-       "kawata2025/vanilla-global-overlap", "kawata2025/router-alignment", "kawata2025/moe-beats-vanilla"}
+       "kawata2025/vanilla-global-overlap", "kawata2025/router-alignment", "kawata2025/expert-specialisation",
+       "kawata2025/moe-beats-vanilla"}
 IDS_C4 = {f"{i}-c4" for i in IDS}
 
 
@@ -185,12 +187,15 @@ def test_tiny_preset_end_to_end():
     assert np.all(np.nan_to_num(result.vanilla_overlap) <= 1 + 1e-5)
     assert result.samples[-1] == cfg.total_steps * cfg.batch
     claims = K.claims(result)
-    assert [c.id for c in claims[:5]] == sorted(IDS, key=[c.id for c in claims].index)
+    assert [c.id for c in claims[: len(IDS)]] == sorted(IDS, key=[c.id for c in claims].index)
     assert {c.id for c in claims} == IDS | IDS_C4
     assert claims[0].holds  # exact cancellation with an h3 neuron and antipodal means
     metrics = result.metrics()
     assert len(metrics["moe_test_mse"]) == s and 1 <= min(metrics["experts_kept"])
     assert np.array(metrics["stage1_best_local_overlap"]).shape == (s, cfg.n_clusters)
+    assert np.array(metrics["expert_specialised"]).shape == (s, cfg.n_clusters)
+    counts = np.array(metrics["routing_counts"])  # every test point routed to one expert
+    assert counts.shape == (s, cfg.n_clusters, cfg.n_experts) and (counts.sum((1, 2)) == cfg.n_test).all()
 
 
 def test_tiny_run_with_four_clusters_is_shaped_by_c():
@@ -367,3 +372,62 @@ def test_route_is_the_best_kept_expert():
             assert int(got[seed, i]) == max(kept, key=lambda j: logits[j])
     everything = SIM.route(x, router, torch.ones(s, e, dtype=torch.bool))
     assert torch.equal(everything, torch.einsum("snd,sed->sne", x, router).argmax(-1))
+
+
+# ----------------------------------------------------------------------------------------------- specialisation
+def _routed(overlap, counts):
+    """A run's end as the specialisation test reads it: ``overlap (S, M, K, C + 1)``, ``counts (S, C, M)``."""
+    s, m, k, c1 = overlap.shape
+    moe = np.zeros((s, 2, m * k, c1))
+    moe[:, -1] = overlap.reshape(s, m * k, c1)
+    return SimpleNamespace(moe_overlap=moe, routing_counts=np.asarray(counts))
+
+
+def _specialised_state(s=3, c=2, m=4, k=3, d=32, seed=0):
+    """Expert e receives mostly cluster e % C; its first neuron is w_{e % C} itself, the others random unit
+    vectors in R^d (overlaps measured exactly, directions = the first C + 1 basis vectors)."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((s, m, k, d))
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    u[:, np.arange(m), 0] = np.eye(d)[np.arange(m) % c]
+    overlap = np.abs(u[..., : c + 1])  # |<u, w_1..w_C, w_g>|
+    counts = np.full((s, c, m), 5)
+    counts[:, np.arange(m) % c, np.arange(m)] = 100
+    return overlap, counts
+
+
+def test_expert_specialisation_positive_control_and_failures():
+    overlap, counts = _specialised_state()
+    assert K.expert_specialisation(_routed(overlap, counts)).all()  # fraction 1
+    # routing shuffled against the neurons: the expert holding w_c now receives mostly the other cluster
+    assert not K.expert_specialisation(_routed(overlap, counts[:, ::-1])).any()
+    # unaligned: every neuron a random unit vector (the best of 12 in d = 32 is near 0.4, far below 0.8)
+    rng = np.random.default_rng(1)
+    u = rng.standard_normal((3, 4, 3, 32))
+    random = np.abs(u[..., :3] / np.linalg.norm(u, axis=-1, keepdims=True))
+    assert not K.expert_specialisation(_routed(random, counts)).any()
+    # a tie is no majority, and an expert that receives nothing (pruned) belongs to no cluster
+    even = counts.copy()
+    even[:, :, 0::2] = 50  # both experts holding w_1 split evenly
+    assert K.expert_specialisation(_routed(overlap, even)).tolist() == [[False, True]] * 3
+    assert not K.expert_specialisation(_routed(overlap, np.zeros_like(counts))).any()
+
+
+def test_purity_chance_is_the_largest_load_share():
+    c = 4
+    uniform = np.ones((2, c, c))  # every cluster spread evenly over C experts: purity and chance both 1/C
+    assert np.allclose(K.purity_chance(uniform), 1 / c)
+    one = np.zeros((1, c, 6))
+    one[..., 2] = 7  # everything to one expert: the cluster-side purity is 1, and so is its chance level
+    assert np.allclose(K.purity_chance(one), 1.0)
+
+
+def test_label_variance_matches_monte_carlo():
+    problem = make_cluster_problem(12, 2, local_coeffs=((0.5, 0, 0, 1), (0, 0, 0, 0.6, 0.8)),
+                                   global_coeffs=(0.3, 0, 0, 1, 0.5), noise_std=0.4, seed=3)
+    n = 400_000
+    _, y, _ = sample_clusters(problem, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = y[0].numpy()
+    tol = 6 * np.std((y - y.mean()) ** 2) / math.sqrt(n)  # the variance estimate's standard error, n^-1/2
+    assert abs(y.var() - problem.label_variance) < tol
+    assert make_cluster_problem(32).label_variance == pytest.approx(2 + 0.1**2)  # h3 links, zeta = 0.1

@@ -36,10 +36,14 @@ from moetheory.papers.kawata2025.claims import (
     CHANCE_FACTOR,
     PROVENANCE,
     ROUTER_MIN,
+    SPECIALISED_MIN,
     STRONG,
     WEAK,
     claims,
+    expert_overlap,
+    expert_specialisation,
     provenance_of,
+    purity_chance,
 )
 from moetheory.papers.kawata2025.data import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import (
@@ -55,7 +59,8 @@ from moetheory.papers.kawata2025.model import chance_level, random_unit, sgd_ste
 
 __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kawata2025.exponents included
     "Config", "PRESETS", "config", "cluster_config", "Result", "run", "samples_to_recover", "STRONG", "CHANCE_FACTOR",
-    "ROUTER_MIN", "PROVENANCE", "provenance_of", "claims", "PAPER", "stage1_schedule", "ABLATIONS", "ablation",
+    "ROUTER_MIN", "SPECIALISED_MIN", "expert_overlap", "expert_specialisation", "purity_chance",
+    "PROVENANCE", "provenance_of", "claims", "PAPER", "stage1_schedule", "ABLATIONS", "ablation",
     "SCHEDULES", "CLIP_UNITS", "clip_norm", "train_stage1", "stage1_recovery",
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
     "task_correlations", "task_exponent", "chance_level",
@@ -216,9 +221,11 @@ class Result:
     moe_stage: np.ndarray  # (T,) stage of each MoE checkpoint (1, 2, 3)
     router_alignment: np.ndarray  # (S, T2, C) max over experts of cos(router row, v_c) during stage 2
     router_alignment_final: np.ndarray  # (S, C) over kept experts after pruning
+    router_cos: np.ndarray  # (S, M, C) cos(router row m, v_c) at the end of stage 2 (NaN: pruned expert)
     vanilla_mse: np.ndarray  # (S, T)
     moe_mse: np.ndarray  # (S, T)
     routing_purity: np.ndarray  # (S,) fraction of test points routed to their cluster's majority expert
+    routing_counts: np.ndarray  # (S, C, M) test points of cluster c routed to expert m (top-1, after pruning)
     n_kept: np.ndarray  # (S,) experts kept after pruning
     stage1_overlap: np.ndarray  # (S, M, C + 1) |<u, w>| of the stage-1 experts when stage 1 ends
     stage1_mean_overlap: np.ndarray  # (S, M, C) |<u, v_c>| of the stage-1 experts when stage 1 ends
@@ -226,6 +233,7 @@ class Result:
     global_exponent: object  # effective exponent of w_g for a vanilla neuron (sympy Integer or oo; None: ReLU)
     k_star: int
     task_exponent: object  # the task's exponent along w_g (task_exponent: k* + 1 here; sympy Integer or oo)
+    label_variance: float  # Var y, exact (ClusterSingleIndex.label_variance); the noise floor is noise_std^2
     elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
     device: str  # where it ran (not in metrics(): the report records it)
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
@@ -249,9 +257,14 @@ class Result:
             "router_alignment_before_pruning": np.round(self.router_alignment[:, -1].astype(float), 4).tolist(),
             "router_alignment": np.round(self.router_alignment_final.astype(float), 4).tolist(),
             "routing_purity": np.round(self.routing_purity.astype(float), 4).tolist(),
+            "routing_purity_chance": np.round(purity_chance(self.routing_counts), 4).tolist(),
+            "routing_counts": np.asarray(self.routing_counts).astype(int).tolist(),
+            "expert_specialised": expert_specialisation(self).astype(int).tolist(),  # (S, C)
             "experts_kept": self.n_kept.tolist(),
             "vanilla_test_mse": end(self.vanilla_mse),
             "moe_test_mse": end(self.moe_mse),
+            "noise_floor": round(self.config.noise_std**2, 6),  # zeta^2: the Bayes MSE
+            "label_variance": round(self.label_variance, 6),  # Var y: the MSE of predicting the mean
             "moe_samples_to_recover": [None if np.isnan(v) else int(v) for v in recover],
             "chance_level": round(self.chance_level, 4),
             "global_exponent": str(self.global_exponent),

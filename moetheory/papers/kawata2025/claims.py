@@ -11,6 +11,7 @@ import sympy as sp
 
 from moetheory import ledger
 from moetheory.ledger import NOT_REPORTED, Claim
+from moetheory.papers.kawata2025.model import chance_level
 
 if TYPE_CHECKING:
     from moetheory.papers.kawata2025 import Result
@@ -19,6 +20,10 @@ STRONG = 0.8  # "weak-to-strong recovery": best |<u, w_g>| at least this on ever
 WEAK = 0.5  # stage 1 "recovers" w_c: some stage-1 neuron with |<u, w_c>| at least this (fixed before measuring)
 CHANCE_FACTOR = 1.25  # vanilla "near chance": best |<u, w_g>| at most this times the chance level
 ROUTER_MIN = 0.8  # router rows within this cosine of the cluster means
+# expert specialisation (fixed before measuring): an expert "holds w_c" when one of its neurons has |<u, w_c>| >=
+# STRONG (more than twice the chance level of its 16 neurons at d = 32, 0.36); the claim holds when at least this
+# fraction of (seed, cluster) pairs has such an expert that also receives a majority of its data from cluster c
+SPECIALISED_MIN = 0.9
 _ABSTRACT = "abstract (arXiv 2506.01656; paper text not read): "
 PROVENANCE = {  # claim id (main setting; the -c<C> variants share it) -> (provenance, source); no paper numbers
     "kawata2025/global-exponent-rises": (
@@ -36,6 +41,11 @@ PROVENANCE = {  # claim id (main setting; the -c<C> variants share it) -> (prove
         "third party", "a third-party review's account of the stagewise algorithm (paper text not read): after the "
         "experts specialise, the routing weights learn to point towards the relevant experts; alignment with the "
         "cluster means is our reading"),
+    "kawata2025/expert-specialisation": (
+        "abstract", _ABSTRACT + "the MoE 'succeeds in dividing the problem into easier subproblems'; the OpenReview "
+        "lay summary: MoE models 'leverage the specialization of experts'; that the experts' own neurons specialise "
+        "to the clusters is from a third-party review; the test (routing majority and a neuron aligned with w_c "
+        "in the same expert) is ours"),
     "kawata2025/moe-beats-vanilla": (
         "abstract", _ABSTRACT + "the vanilla network fails where the MoE succeeds; the test-MSE comparison is ours"),
 }
@@ -46,8 +56,33 @@ def provenance_of(claim_id: str, config: dict | None = None) -> dict:
     return ledger.provenance_entry(PROVENANCE, re.sub(r"-c\d+$", "", claim_id))
 
 
+def expert_overlap(result: Result) -> np.ndarray:
+    """``(S, M, C + 1)``: best ``|<u, w>|`` over each expert's neurons at the end of the run (0 for a pruned
+    expert, whose neurons are NaN-padded)."""
+    final = np.nan_to_num(np.asarray(result.moe_overlap[:, -1], dtype=float))  # (S, M * K, C + 1)
+    s, n, c1 = final.shape
+    m = np.shape(result.routing_counts)[-1]
+    return final.reshape(s, m, n // m, c1).max(2)
+
+
+def expert_specialisation(result: Result, threshold: float = STRONG) -> np.ndarray:
+    """``(S, C)`` booleans: some expert receives a strict majority of its routed test points from cluster c AND
+    holds a neuron with ``|<u, w_c>| >= threshold`` (``Result.routing_counts (S, C, M)``, :func:`expert_overlap`)."""
+    counts = np.asarray(result.routing_counts, dtype=float)  # (S, C, M)
+    majority = 2 * counts > counts.sum(1, keepdims=True)  # an expert with no data is nobody's
+    aligned = expert_overlap(result)[..., :-1].transpose(0, 2, 1) >= threshold  # (S, C, M)
+    return (majority & aligned).any(-1)
+
+
+def purity_chance(routing_counts) -> np.ndarray:
+    """``(S,)`` chance level of the routing purity: a routing blind to the cluster with the same expert loads sends
+    each cluster's points to the experts in proportion to their loads, so its purity is the largest load share."""
+    counts = np.asarray(routing_counts, dtype=float)  # (S, C, M)
+    return counts.sum(1).max(-1) / counts.sum((1, 2))
+
+
 def claims(result: Result) -> list[Claim]:
-    """The five claims in the main setting, then the same five with ids ``<id>-c<C>`` for each ``more_clusters``."""
+    """The six claims in the main setting, then the same six with ids ``<id>-c<C>`` for each ``more_clusters``."""
     out = _setting_claims(result, "", "")
     for c, extra in result.extra.items():
         out += _setting_claims(extra, f"-c{c}", f"C = {c} clusters, orthogonal means: ")
@@ -62,6 +97,8 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
     exponent, k_star, task = result.global_exponent, result.k_star, result.task_exponent
     neuron = "inf (exact cancellation)" if exponent == sp.oo else ("not derived" if exponent is None else int(exponent))
     exp_text = f"{task} (per-cluster k* = {k_star}; a vanilla {cfg.activation} neuron: {neuron})"
+    purity, chance = np.median(result.routing_purity), np.median(purity_chance(result.routing_counts))
+    specialised = expert_specialisation(result)
     return [
         Claim(
             f"kawata2025/global-exponent-rises{suffix}",
@@ -78,10 +115,12 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
             f"kawata2025/moe-global-overlap{suffix}",
             prefix + "The stagewise MoE recovers the global direction w_g",
             NOT_REPORTED,
-            float(moe_g.min()),
+            f"{moe_g.min():.3f} (routing purity {purity:.2f}, chance {chance:.2f})",
             bool(moe_g.min() >= STRONG),
             criterion=f"min over {cfg.n_seeds} seeds of max over expert neurons |<u,w_g>| >= {STRONG} "
-            f"(d = {cfg.d}, {int(result.samples[-1])} samples)",
+            f"(d = {cfg.d}, {int(result.samples[-1])} samples); shown beside it, not tested: the routing purity "
+            "(share of test points routed to their cluster's majority expert, median over seeds) and its chance "
+            "level (the same routing loads blind to the cluster: the largest load share, median)",
             **provenance_of(f"kawata2025/moe-global-overlap{suffix}"),
         ),
         Claim(
@@ -103,6 +142,18 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
             bool(result.router_alignment_final.min() >= ROUTER_MIN),
             criterion=f"min over seeds and clusters of max over kept experts cos(W_m, v_c) >= {ROUTER_MIN}",
             **provenance_of(f"kawata2025/router-alignment{suffix}"),
+        ),
+        Claim(
+            f"kawata2025/expert-specialisation{suffix}",
+            prefix + "Each cluster gets an expert that receives mostly its data and whose neurons learn its w_c",
+            "'succeeds in dividing the problem into easier subproblems'",
+            float(specialised.mean()),
+            bool(specialised.mean() >= SPECIALISED_MIN),
+            criterion=f"fraction of the {specialised.size} (seed, cluster) pairs with an expert that receives a "
+            f"majority of its routed test points from c and holds a neuron with |<u,w_c>| >= {STRONG} (chance "
+            f"level of its {cfg.expert_width} neurons at d = {cfg.d}: {chance_level(cfg.expert_width, cfg.d):.2f})"
+            f" is >= {SPECIALISED_MIN}",
+            **provenance_of(f"kawata2025/expert-specialisation{suffix}"),
         ),
         Claim(
             f"kawata2025/moe-beats-vanilla{suffix}",

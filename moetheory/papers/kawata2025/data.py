@@ -91,6 +91,19 @@ class ClusterSingleIndex:
         return self.means.shape[1]
 
     @property
+    def label_variance(self) -> float:
+        """Var y, exactly: <w_c, x> and <w_g, x> are independent N(0, 1) in every cluster (both directions are
+        orthogonal to the means), so E[h_i h_j] = delta_ij gives E[y^2 | c] = (beta_c0 + s_c gamma_0)^2
+        + sum_{i>=1} beta_ci^2 + s_c^2 sum_{i>=1} gamma_i^2 + zeta^2, averaged over the uniform cluster."""
+        gamma = np.asarray(self.global_coeffs, dtype=float)
+        mean_c, square_c = [], []
+        for beta, s in zip(self.local_coeffs, self.s, strict=True):
+            beta = np.asarray(beta, dtype=float)
+            mean_c.append((beta[0] if beta.size else 0.0) + s * (gamma[0] if gamma.size else 0.0))
+            square_c.append(mean_c[-1] ** 2 + (beta[1:] ** 2).sum() + s**2 * (gamma[1:] ** 2).sum())
+        return float(np.mean(square_c) - np.mean(mean_c) ** 2 + self.noise_std**2)
+
+    @property
     def k_star(self) -> int:
         """The smallest information exponent among the links."""
         return min(_exponent(c) for c in (*self.local_coeffs, self.global_coeffs))

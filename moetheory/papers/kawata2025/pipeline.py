@@ -11,7 +11,7 @@ import torch
 
 from moetheory import runtime
 from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
-from moetheory.metrics import overlaps
+from moetheory.metrics import overlaps, unit
 from moetheory.papers.kawata2025 import Config, Result, clip_norm, stage1_schedule
 from moetheory.papers.kawata2025.data import make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import setting_exponent, task_exponent
@@ -141,9 +141,11 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         moe_stage=np.array(log["stage"]),
         router_alignment=stack("align"),
         router_alignment_final=alignment(router, means, keep).cpu().numpy(),
+        router_cos=(unit(router) @ means.T).masked_fill(~keep.unsqueeze(-1), torch.nan).cpu().numpy(),
         vanilla_mse=stack("van_mse"),
         moe_mse=stack("moe_mse"),
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).cpu().numpy(),
+        routing_counts=counts_ce.round().to(torch.int64).cpu().numpy(),
         n_kept=keep.sum(-1).cpu().numpy(),
         stage1_overlap=stage1[0].cpu().numpy(),
         stage1_mean_overlap=stage1[1].cpu().numpy(),
@@ -151,6 +153,7 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         global_exponent=exponent,
         k_star=problem.k_star,
         task_exponent=task_exponent(problem),
+        label_variance=problem.label_variance,
         elapsed_s=time.perf_counter() - start,
         device=runtime.device_description(dev),
     )
