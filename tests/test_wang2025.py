@@ -159,6 +159,12 @@ def test_tiny_end_to_end():
     assert np.asarray(metrics["exp2"]["tuple"]["deep"]["rmse"]).shape == (budgets, widths, 2)
     assert set(metrics["exp2_construction"]) == {"tuple", "sum"}
     assert np.asarray(metrics["exp1"]["moe"]["mse"]).shape == (3, 2)
+    # the chapter's second arm is seeded as run() seeds Experiment I: the record's arm comes out identical
+    again = wang2025.run_exp1_embedding(result.config, result.config.exp1_embedding, device="cpu")
+    assert np.array_equal(again["moe"]["mse"], result.exp1["moe"]["mse"])
+    assert np.array_equal(again["dense_total"]["linf"], result.exp1["dense_total"]["linf"])
+    claimed = next(c.reproduced for c in got if c.id == "wang2025/ambient-dimension-free")
+    assert round(wang2025.exp1_ratio(again), 1) == claimed >= 1
 
 
 # --- the paper's Figure 3 target --------------------------------------------------------------------------------------
@@ -262,6 +268,8 @@ def test_exp1_embedding_option():
         wang2025.Config(exp1_embedding="pad")
     with pytest.raises(ValueError, match="embedding"):
         manifolds.sample_circle(4, 8, embedding="pad")
+    with pytest.raises(ValueError, match="^embedding must be one of 'random', 'zero-pad'; got 'pad'$"):
+        wang2025.run_exp1_embedding(wang2025.config("tiny"), "pad", device="cpu")
     X, _, _ = manifolds.sample_circle(20, 8, embedding="zero-pad", embedding_seed=5)
     assert torch.equal(X, manifolds.sample_circle(20, 8, embedding="zero-pad")[0])  # no seed in zero padding
     cfg = replace(wang2025.config("tiny"), exp1_embedding="zero-pad", exp1_iterations=5)
