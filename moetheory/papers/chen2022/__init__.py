@@ -268,5 +268,6 @@ def claims(result: Result) -> list[Claim]:
             *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
 
 
-PAPER = Paper(name="chen2022", title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
+PAPER = Paper(name="chen2022",
+              title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
               config=config, run=run, claims=claims, provenance=provenance_of)
