@@ -146,7 +146,8 @@ def run_one(name: str, scale: str, dev: torch.device, results_dir: Path) -> dict
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None,
         "dtype": report.dtype,
         "claims_hold": sum(c.holds is True for c in claims),
-        "claims": [{"id": c.id, "holds": c.holds, "reproduced": c.reproduced} for c in claims],
+        "claims": [{"id": c.id, "holds": c.holds, "reproduced": c.reproduced, "criterion": c.criterion}
+                   for c in claims],
         "metrics": report.metrics,
         "config": report.config,
         "cpu_record": comparison(report, results_dir),

@@ -164,14 +164,16 @@ class Ledger(Sequence):
         return not any(c.holds is False for c in self._claims)
 
     def with_outcomes(self, outcomes: Iterable[Mapping]) -> Ledger:
-        """These claims (statements, paper values, criteria, provenance) with another run's outcomes: each of
-        ``outcomes`` gives ``id``, ``reproduced`` and ``holds`` (as ``make gpu-check`` writes them); a claim with
-        no outcome is not run, an outcome for an unknown claim is an error."""
+        """These claims (statements, paper values, provenance) with another run's outcomes: each of ``outcomes``
+        gives ``id``, ``reproduced``, ``holds`` and optionally that run's ``criterion`` (as ``make gpu-check`` writes
+        them; without it the claim keeps its own); a claim with no outcome is not run, an outcome for an unknown
+        claim is an error."""
         given = {o["id"]: o for o in outcomes}
         unknown = sorted(set(given) - {c.id for c in self._claims})
         if unknown:
             raise KeyError(f"outcomes for claims this ledger does not have: {', '.join(unknown)}")
-        return Ledger(replace(c, reproduced=given[c.id]["reproduced"], holds=given[c.id]["holds"])
+        return Ledger(replace(c, reproduced=given[c.id]["reproduced"], holds=given[c.id]["holds"],
+                              criterion=given[c.id].get("criterion", c.criterion))
                       if c.id in given else replace(c, reproduced=NOT_RUN, holds=None) for c in self._claims)
 
     def frame(self) -> pd.DataFrame:

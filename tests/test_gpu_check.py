@@ -45,6 +45,7 @@ def test_dry_run_records_every_run_and_compares_with_the_records(capsys, tmp_pat
     runs = {r["scale"]: r for r in doc["runs"]}
     assert list(runs) == ["tiny", "quick", "paper"] and all(r["status"] == "ok" for r in runs.values())
     assert runs["tiny"]["cpu_record"] is None  # no tiny record
+    assert all(c["criterion"] for r in runs.values() for c in r["claims"])  # each run's own test, for display
     quick = runs["quick"]["cpu_record"]
     assert quick["record_elapsed_s"] == 2.0 and quick["record_dtype"] == "float64"
     assert (quick["verdicts_agree"], quick["verdicts_compared"], quick["disagree"]) == (0, 1, ["toy/mean-above"])

@@ -138,3 +138,5 @@ def test_with_outcomes_keeps_the_claims_and_takes_another_runs_values():
     assert [(c.reproduced, c.holds) for c in quick] == [(0.5, True), (2.0, False), (0.5, True)]  # unchanged
     with pytest.raises(KeyError, match="p/z"):
         quick.with_outcomes([{"id": "p/z", "reproduced": 1.0, "holds": True}])
+    ten = quick.with_outcomes([{"id": "p/a", "reproduced": 0.75, "holds": True, "criterion": "ten seeds"}])
+    assert [c.criterion for c in ten] == ["ten seeds", "ours < 1", "ours < 1"]  # that run's test where it gives one
