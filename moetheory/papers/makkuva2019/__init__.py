@@ -137,8 +137,9 @@ PRESETS = {
                    airfoil_splits=0),
     "quick": Config(),  # the notebook
     # more instances at the quick sizes: 16 instances where the quick run has 5 (the gating ratio, the slopes), 4x the
-    # hard-regime runs, twice the panel instances, gating EM from more starts at a larger n. 16 to 30 minutes on one
-    # thread of a shared CPU, by its load (measured; the quick run took 8 at the heavier load). The earlier preset (n
+    # hard-regime runs, twice the panel instances, gating EM from more starts at a larger n, ten Airfoil splits. 22
+    # minutes on one thread of a loaded 2-core CPU (measured with GD and the ReLU/sigmoid sweep; the quick run: 5.6,
+    # 200 s of CPU time). The earlier preset (n
     # to 1e6, Adam to 1e5 with 1,500 steps, 200 runs per regime) would take hours there: one gating EM at n = 1e5
     # costs ~4 s per instance on one shared thread (measured), joint EM more.
     "paper": Config(n_seeds=16, failure_seeds=96, panel_seeds=6, global_n=20_000, global_seeds=3,
