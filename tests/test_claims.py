@@ -183,18 +183,21 @@ def test_kawata2025_claims_hold_fail_and_not_run():
 
 # ------------------------------------------------------------------------------------------------ makkuva2019
 def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0, constant_gap=0.0,
-             global_spread=1e-6, global_converged=True, baseline_factor=3.0, fails=(0.0, 0.25)):
+             global_spread=1e-6, global_converged=True, baseline_factor=3.0, fails=(0.0, 0.25), link_rates=None,
+             airfoil_mse=(0.5, 0.4, 0.45, 0.6)):
     """Errors that follow exact power laws in n with the given exponents (three seeds, equal errors); gating EM
-    from many starts with the given spread, median error 0.1; random-start joint EM and Adam (at the first two n)
-    with ``baseline_factor`` times the algorithm's errors; one hard regime where the algorithm and random-start EM
-    fail in the fractions ``fails``."""
+    from many starts with the given spread, median error 0.1; random-start joint EM, GD and Adam (GD and Adam at the
+    first two n) with ``baseline_factor`` times the algorithm's errors; one hard regime where the algorithm and
+    random-start EM fail in the fractions ``fails``; the ReLU/sigmoid panels with (orthogonal, overlap) slopes
+    ``link_rates`` (default: those of the linear panel); two Airfoil splits with test MSEs ``airfoil_mse`` in the
+    order of ``airfoil.METHODS`` (``None``: not run)."""
     ns = np.array(cfg.sample_sizes, float)
     law = lambda sizes, rate: np.repeat((np.asarray(sizes, float) ** rate)[:, None], 3, 1)  # noqa: E731
     gating = np.ones((len(ns), 3))
     sweep = {"tensor": {"n": list(cfg.sample_sizes), "err_a": law(ns, tensor_rate), "err_w": None},
              "tensor+EM": {"n": list(cfg.sample_sizes), "err_a": law(ns, -0.5), "err_w": em_ratio * 0.01 * gating},
              "EM given A": {"n": list(cfg.sample_sizes), "err_a": law(ns, -0.5), "err_w": 0.01 * gating}}
-    for m, sizes in (("joint EM", ns), ("Adam", ns[:2])):
+    for m, sizes in (("joint EM", ns), ("GD", ns[:2]), ("Adam", ns[:2])):
         sweep[m] = {"n": [int(v) for v in sizes], "err_a": baseline_factor * law(sizes, tensor_rate),
                     "err_w": baseline_factor * em_ratio * 0.01 * np.ones((len(sizes), 3))}
     failures = [{"regime": "n/d = 30", "tensor fail": fails[0], "random-init EM fail": fails[1]}]
@@ -204,11 +207,17 @@ def _makkuva(cfg, tensor_rate=-0.5, em_ratio=2.0, orth_rate=-0.5, free_rate=0.0,
     constants["relu"]["0.1"]["package"]["c3"] += constant_gap * values["c3"]
     global_em = {str(k): {"norms": [1.0, 1.0], "spread": [global_spread, 0.0], "error": [[0.1, 0.1], [0.2, 0.2]],
                           "n_iter": [[5, 5], [5, 5]], "converged": global_converged} for k in (2, 3)}
-    return makkuva2019.Result(cfg, "cpu", sweep, panel, failures, global_em, constants, {}, 0.0)
+    orth, free = link_rates or (orth_rate, free_rate)
+    links = {g: {"orthogonal": law(cfg.panel_sizes, orth), "not orthogonal": law(cfg.panel_sizes, free)}
+             for g in cfg.panel_links}
+    airfoil = None if airfoil_mse is None else [
+        {"split": s, "noise_std": 0.7, **dict(zip(makkuva2019.airfoil.METHODS, airfoil_mse, strict=True))}
+        for s in range(2)]
+    return makkuva2019.Result(cfg, "cpu", sweep, panel, failures, global_em, constants, {}, 0.0, links, {}, airfoil)
 
 
 def test_makkuva2019_claims_hold_and_fail():
-    """makkuva2019 has no claim that can be left unrun: every claim reads a stage that always runs."""
+    """Every makkuva2019 claim reads a stage that always runs, except airfoil-analogue (real data)."""
     cfg = makkuva2019.config("quick")
     held = makkuva2019.claims(_makkuva(cfg))
     assert_only_these_fail(held, [])
@@ -218,7 +227,8 @@ def test_makkuva2019_claims_hold_and_fail():
     assert by_id["makkuva2019/transform-constants"].reproduced == f"< {makkuva2019.NOISE_FLOOR:.0e}"
     assert by_id["makkuva2019/gating-em-global"].reproduced == "< 1e-03"  # spread 1e-6 / error 0.1: tolerance
     failed = makkuva2019.claims(_makkuva(cfg, tensor_rate=-0.2, em_ratio=3.5, free_rate=-0.3, constant_gap=1e-5,
-                                         global_spread=0.002, baseline_factor=0.05))
+                                         global_spread=0.002, baseline_factor=0.05, link_rates=(-0.2, -0.3),
+                                         airfoil_mse=(0.5, 0.6, 0.35, 0.33)))
     assert_only_these_fail(failed, [c.id for c in held])
     gap = {c.id: c for c in failed}["makkuva2019/transform-constants"].reproduced
     assert gap == pytest.approx(1e-5)  # |4 (1 + 1e-5) - 4| / max(1, 4)
@@ -235,6 +245,16 @@ def test_makkuva2019_claims_hold_and_fail():
     assert verdicts(makkuva2019.claims(_makkuva(cfg, fails=(0.5, 0.25))))["makkuva2019/beats-baselines"] is False
     assert verdicts(makkuva2019.claims(_makkuva(cfg, baseline_factor=1.0, fails=(0.1, 0.1))))[
         "makkuva2019/beats-baselines"] is True
+    assert "GD's regressor error" in beats.reproduced  # plain gradient descent is one of the baselines
+    # every link: a consistent orthogonal arm with an overlap arm that still decays at the rate fails only the
+    # orthogonality claim for the links
+    mixed = verdicts(makkuva2019.claims(_makkuva(cfg, link_rates=(-0.5, -0.5))))
+    assert mixed["makkuva2019/every-link"] is True and mixed["makkuva2019/orthogonality-needed-links"] is False
+    assert by_id["makkuva2019/every-link"].reproduced == "relu -0.50, sigmoid -0.50"
+    # Airfoil: TensorEM below both baselines holds (median over splits shown with its range); no data: not run
+    assert by_id["makkuva2019/airfoil-analogue"].reproduced.startswith("2 splits: OLS 0.50 (0.50-0.50); TensorEM 0.40")
+    unrun = {c.id: c for c in makkuva2019.claims(_makkuva(cfg, airfoil_mse=None))}["makkuva2019/airfoil-analogue"]
+    assert unrun.holds is None and unrun.reproduced == ledger.NOT_RUN and unrun.provenance == "not read"
 
 
 # ------------------------------------------------------------------------------------------------ wang2025

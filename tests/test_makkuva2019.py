@@ -263,15 +263,21 @@ def test_tiny_runs_end_to_end_with_every_claim():
     got = {c.id for c in paper.claims(result)}
     assert got == {"makkuva2019/tensor-consistency", "makkuva2019/gating-em-recovery",
                    "makkuva2019/orthogonality-needed", "makkuva2019/gating-em-global",
-                   "makkuva2019/transform-constants", "makkuva2019/beats-baselines"}
+                   "makkuva2019/transform-constants", "makkuva2019/beats-baselines", "makkuva2019/every-link",
+                   "makkuva2019/orthogonality-needed-links", "makkuva2019/airfoil-analogue"}
     assert next(c for c in paper.claims(result) if c.id == "makkuva2019/gating-em-global").holds  # even at tiny
     metrics = result.metrics()
-    methods = {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam"}
+    methods = {"tensor", "tensor+EM", "EM given A", "joint EM", "tensor->joint EM", "Adam", "GD"}
     assert set(metrics["sweep"]) >= methods
     assert set(metrics["links"]) == {"relu", "sigmoid"}  # the panel for every other link
     for panel in metrics["links"].values():
         assert set(panel) == {"orthogonal", "not orthogonal"}
         assert np.shape(panel["orthogonal"]) == (len(result.config.panel_sizes), result.config.panel_seeds)
+    for g, sweep in metrics["link_sweep"].items():  # error vs n for every other link, up to adam_max_n
+        assert g in {"relu", "sigmoid"} and set(sweep) == {"tensor", "tensor+EM", "joint EM"}
+        assert sweep["joint EM"]["n"] == [n for n in result.config.sample_sizes if n <= result.config.adam_max_n]
+    assert metrics["airfoil"] is None  # tiny runs no Airfoil splits: its claim did not run
+    assert next(c for c in paper.claims(result) if c.id == "makkuva2019/airfoil-analogue").holds is None
     low, high = metrics["gating_ratio"]["interval"]
     assert low <= metrics["gating_ratio"]["ratio"] <= high
     import json

@@ -1,6 +1,8 @@
 """Makkuva et al. (2019), the pieces added for the headline comparison: the gating-ratio interval, the baseline
-comparison, the ReLU/sigmoid panel, and the Airfoil Self-Noise analogue (real data from ``$MOETHEORY_DATA``)."""
+comparison, plain gradient descent, the ReLU/sigmoid panel, a run read back from its record, and the Airfoil
+Self-Noise analogue (real data from ``$MOETHEORY_DATA``)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -8,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from moetheory import runtime
+from moetheory import datasets, runtime
 from moetheory.papers import makkuva2019 as paper
 from moetheory.papers.makkuva2019 import airfoil
-from moetheory.papers.makkuva2019.gated_moe import random_parameters
+from moetheory.papers.makkuva2019.gated_em import gd_mle, log_likelihood, random_start
+from moetheory.papers.makkuva2019.gated_moe import random_parameters, sample_batch
+from moetheory.reproduce import Report
 
 runtime.set_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +87,54 @@ def test_relu_panel_is_consistent_with_orthogonal_gating():
     cfg = paper.Config(d=6, n_experts=2, panel_sizes=(10_000, 100_000), panel_seeds=3)
     errs = paper._panel(cfg, torch.device("cpu"), gen, False, "relu")["orthogonal"]
     assert np.median(errs[1]) < 0.6 * np.median(errs[0])
+
+
+def test_plain_gradient_descent_climbs_the_likelihood_and_stays_at_a_stationary_point():
+    gen = torch.Generator().manual_seed(5)
+    a, w = random_parameters(3, 6, 2, 2.0, gen)
+    x, y = sample_batch(4_000, a, w, "linear", 0.1, gen)
+    a0, w0 = random_start(3, 2, 6, gen)
+    start = log_likelihood(x, y, a0, w0, "linear", 0.1)
+    a1, w1 = gd_mle(x, y, a0, w0, "linear", 0.1, steps=200)
+    assert (log_likelihood(x, y, a1, w1, "linear", 0.1) > start + 1.0).all()  # it moves, uphill
+    assert (w1[:, -1] == 0).all()  # the reference row stays fixed
+    a2, w2 = gd_mle(x, y, a1, w1, "linear", 0.1, steps=50)  # from where it stopped: (nearly) nowhere to go
+    assert (a2 - a1).abs().max() < 0.05 * (a1 - a0).abs().max()
+    with pytest.raises(ValueError, match=r"^gd_step"):
+        paper.Config(gd_step=2.5)
+
+
+def test_a_run_read_back_from_its_record_gives_the_same_claims():
+    cfg = paper.Config(d=5, n_experts=2, sample_sizes=(500, 1_000), n_seeds=2, adam_max_n=500, adam_steps=20,
+                       em_max_iter=10, panel_sizes=(1_000, 2_000), panel_seeds=2, failure_seeds=2,
+                       regimes=(paper.Regime("small", 5, 2, 200),), global_n=300, global_seeds=1,
+                       global_norms=(0.1, 10.0), global_directions=1, airfoil_splits=0)
+    result = paper.run(cfg, device="cpu")
+    data = {"paper": "makkuva2019", "scale": "tiny", "device": result.device, "elapsed_s": 1.0, "versions": {},
+            "git_revision": "x", "config": runtime.config_dict(cfg), "metrics": result.metrics(),
+            "claims": [c.to_dict() for c in paper.claims(result)]}
+    back = paper.from_record(Report.from_json(json.loads(json.dumps(data))))
+    assert back.config == cfg
+    assert [(c.id, c.holds, c.reproduced) for c in paper.claims(back)] == \
+        [(c.id, c.holds, c.reproduced) for c in paper.claims(result)]
+
+
+def test_airfoil_offline_without_the_data_is_one_line_and_a_run_marks_it_not_run(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("MOETHEORY_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(datasets.DataNotFound) as info:
+        airfoil.compare(n_splits=1, download=False)
+    assert "\n" not in str(info.value) and "MOETHEORY_DATA" in str(info.value) and "airfoil" in str(info.value)
+    assert paper._airfoil(paper.Config(airfoil_splits=2)) is None
+    assert capsys.readouterr().out.startswith("Airfoil analogue not run: moetheory: data set airfoil")
+
+
+def test_airfoil_with_a_wrong_checksum_is_refused_in_one_line(monkeypatch, tmp_path):
+    bad = tmp_path / "airfoil_self_noise.tsv"
+    bad.write_text("frequency\tangle\tchord\tvelocity\tthickness\tpressure\n800\t0\t0.3048\t71.3\t0.00266\t126.2\n")
+    monkeypatch.setenv("MOETHEORY_DATA", str(tmp_path))
+    monkeypatch.setattr(datasets, "_VERIFIED", {})
+    with pytest.raises(datasets.ChecksumMismatch) as info:
+        airfoil.compare(n_splits=1, download=False)
+    assert "\n" not in str(info.value) and str(bad) in str(info.value)
+    assert datasets.REGISTRY["airfoil"].files["table"].sha256 in str(info.value)

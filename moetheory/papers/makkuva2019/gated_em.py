@@ -1,6 +1,6 @@
 """Likelihood-based estimation of the gated MoE (Makkuva et al. 2019; Jordan & Jacobs 1994): gating EM with the
 regressors fixed (step 3 of the paper's algorithm), joint EM over regressors and gating, and maximum likelihood by
-Adam. Compared in ``book/makkuva2019.ipynb``.
+Adam and by plain gradient descent. Compared in ``book/makkuva2019.ipynb``.
 
 The M-steps are ours, not the paper's: each takes ONE damped Newton (gating) or Gauss-Newton (regressors) step on the
 expected complete-data log-likelihood instead of maximising it, so the EMs here are generalised EMs (Dempster, Laird
@@ -171,6 +171,24 @@ def adam_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 10
         loss = -log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum()  # seeds are independent
         loss.backward()
         opt.step()
+    w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
+    return a.detach(), w_full.detach()
+
+
+def gd_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000, step: float = 0.5):
+    """Maximum likelihood by plain full-batch gradient descent (no momentum, no adaptive scaling) on (A, W[:-1]) from
+    the given start: each step subtracts a fixed multiple of the gradient of the mean negative log-likelihood,
+    ``step * sigma^2`` for the regressors (whose curvature is at most ``1/sigma^2`` for unit-covariance inputs) and
+    ``step`` for the gating (curvature of order one). Returns ``(A, W)``."""
+    a = a.detach().clone().requires_grad_(True)
+    w_free = w[:, :-1].detach().clone().requires_grad_(True)
+    for _ in range(steps):
+        w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
+        loss = -log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum()  # seeds are independent
+        grad_a, grad_w = torch.autograd.grad(loss, [a, w_free])
+        with torch.no_grad():
+            a -= step * noise_std**2 * grad_a
+            w_free -= step * grad_w
     w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
     return a.detach(), w_full.detach()
 
