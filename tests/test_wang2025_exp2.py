@@ -12,7 +12,12 @@ from moetheory.metrics import loglog_slope
 from moetheory.papers import wang2025
 from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE, evaluate, train_regression
-from moetheory.papers.wang2025.experiment2 import construct_figure3_moe, exp2_slopes, run_construction2
+from moetheory.papers.wang2025.experiment2 import (
+    construct_figure3_moe,
+    exp2_seed_slopes,
+    exp2_slopes,
+    run_construction2,
+)
 
 runtime.set_threads(1)
 
@@ -114,6 +119,10 @@ def test_budgets_validation_and_slopes_at_a_budget():
     assert exp2_slopes(res, "tuple", "rmse")["construction"] == pytest.approx(-2)
     with pytest.raises(ValueError, match="metric"):
         exp2_slopes(res, "tuple", "mae")
+    # the seed band: seed 1 falls like m^-3 at the last budget, seed 0 like m^-2
+    mse[-1, :, 1] = np.array([4.0, 8.0]) ** -3
+    np.testing.assert_allclose(exp2_seed_slopes(res, "tuple")["deep"], [-2, -3])
+    np.testing.assert_allclose(exp2_seed_slopes(res, "tuple", "mse", cfg.exp2_budgets[0])["deep"], [-1, -1])
 
 
 def test_paper_literal_arms_on_the_tuple_target():

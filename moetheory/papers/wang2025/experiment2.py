@@ -22,7 +22,8 @@ from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.bounds import moe_parameters
 from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE, evaluate, train_regression
 
-__all__ = ["SCALAR_TARGETS", "METRICS", "construct_figure3_moe", "run_construction2", "run_exp2", "exp2_slopes"]
+__all__ = ["SCALAR_TARGETS", "METRICS", "construct_figure3_moe", "run_construction2", "run_exp2", "exp2_slopes",
+           "exp2_seed_slopes"]
 
 SCALAR_TARGETS = ("sum", "product", "jump")  # Figure 3 pieces summed / multiplied (ours); the jump extension (ours)
 METRICS = ("mse", "rmse", "linf")
@@ -167,3 +168,13 @@ def exp2_slopes(result, target: str = "tuple", metric: str = "mse", budget: int 
         errs = np.sqrt(ref["mse"]) if metric == "rmse" else ref[metric]
         out["construction"] = loglog_slope(cfg.exp2_widths, errs)
     return out
+
+
+def exp2_seed_slopes(result, target: str = "tuple", metric: str = "mse", budget: int | None = None) -> dict:
+    """Per model, the slopes of log error against log width fitted to each seed index's curve ``(seeds,)``: the seed
+    band of :func:`exp2_slopes` (seed s of every width is one draw; pairing them by index is arbitrary but fair)."""
+    cfg = result.config
+    check_choice("metric", metric, METRICS)
+    b = cfg.exp2_budgets.index(budget) if budget is not None else -1
+    return {model: np.array([loglog_slope(cfg.exp2_widths, errs[metric][b][:, s]) for s in range(cfg.n_seeds)])
+            for model, errs in result.exp2[target].items()}
