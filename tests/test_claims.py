@@ -258,15 +258,16 @@ def test_makkuva2019_claims_hold_and_fail():
 
 
 # ------------------------------------------------------------------------------------------------ wang2025
-def _wang(cfg, exp1_mse=(1e-4, 2e-4, 2.5e-4), deep_rate=-2.0, shallow_rate=-0.2, shallow_scale=1.0,
+def _wang(cfg, exp1_mse=(1e-4, 1.3e-4, 0.9e-4, 1.1e-4), deep_rate=-2.0, shallow_rate=-0.2, shallow_scale=1.0,
           dense_sup=(0.6, 0.7), moe_outside=(0.1, 0.2), moe_offset=(1e-3, 2e-3)):
     seeds, widths, budgets = cfg.n_seeds, np.array(cfg.exp2_widths, float), len(cfg.exp2_budgets)
     per_seed = lambda v: np.repeat(np.asarray(v, float)[:, None], seeds, 1)  # noqa: E731
+    scatter = np.exp(0.2 * np.linspace(-1, 1, seeds))  # a seed spread of 1.5x at each D
     sweep = lambda v: np.repeat(per_seed(v)[None], budgets, 0)  # (budgets, widths, seeds)  # noqa: E731
     exp2 = {"tuple": {"deep": {"mse": sweep(widths**deep_rate)},
                       "shallow": {"mse": sweep(shallow_scale * widths**shallow_rate)}}}
     construction = {"tuple": {"mse": widths**-4.0, "linf": widths**-2.0}}
-    return wang2025.Result(cfg, np.zeros((2, 2)), exp1={"moe": {"mse": per_seed(exp1_mse)}}, exp2=exp2,
+    return wang2025.Result(cfg, np.zeros((2, 2)), exp1={"moe": {"mse": per_seed(exp1_mse) * scatter}}, exp2=exp2,
                            exp2_construction=construction,
                            jump={"dense": {"sup": np.array(dense_sup)},
                                  "moe": {"outside": np.array(moe_outside), "offset": np.array(moe_offset)}})
@@ -278,7 +279,10 @@ def test_wang2025_claims_hold_and_fail():
     held = wang2025.claims(_wang(cfg))
     assert_only_these_fail(held, [])
     by_id = {c.id: c for c in held}
-    assert by_id["wang2025/ambient-dimension-free"].reproduced == 2.5
+    growth = wang2025.dimension_growth(cfg.exp1_dims, np.array([1e-4, 1.3e-4, 0.9e-4, 1.1e-4])[:, None] * np.exp(
+        0.2 * np.linspace(-1, 1, cfg.n_seeds)))
+    assert by_id["wang2025/ambient-dimension-free"].reproduced == "growth {:.2g} ({:.2g}-{:.2g})".format(*growth)
+    assert f"after {cfg.exp1_iterations} Adam steps" in by_id["wang2025/ambient-dimension-free"].criterion
     assert by_id["wang2025/deep-moe-width-slope"].reproduced == -2.0
     assert by_id["wang2025/deep-moe-width-slope"].criterion.endswith("construction, untrained: -4.0)")
     top = cfg.exp2_widths[-1]
@@ -286,7 +290,7 @@ def test_wang2025_claims_hold_and_fail():
         f"ratio {top**1.8:.2g} at m = {top}; slopes 1-6: -0.2, 2-3: -2.0")
     assert f"after {cfg.exp2_budgets[-1]} Adam steps" in by_id["wang2025/shallow-plateau"].criterion
     assert by_id["wang2025/jump-separation"].reproduced == "dense 0.60, MoE 0.15 outside a band of 2e-03 (J/2 = 0.5)"
-    failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 3.5e-4, 2e-4), deep_rate=-0.6, shallow_rate=-0.7,
+    failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 2e-4, 4e-4, 8e-4), deep_rate=-0.6, shallow_rate=-0.7,
                                    dense_sup=(0.49, 0.7)))
     assert_only_these_fail(failed, ["wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope",
                                     "wang2025/shallow-plateau", "wang2025/jump-separation"])
@@ -295,5 +299,10 @@ def test_wang2025_claims_hold_and_fail():
         is False
     # ... the right ordering with a gap under 2 at the largest width
     assert verdicts(wang2025.claims(_wang(cfg, shallow_rate=-1.9)))["wang2025/shallow-plateau"] is False
+    # no trend in D but a 16x seed spread at every D cannot bound a growth: the ambient claim fails (underpowered)
+    noisy = _wang(cfg)
+    parity = (np.arange(len(cfg.exp1_dims))[:, None] + np.arange(cfg.n_seeds)) % 2
+    noisy.exp1["moe"]["mse"] = np.where(parity, 16e-4, 1e-4)
+    assert verdicts(wang2025.claims(noisy))["wang2025/ambient-dimension-free"] is False
     # the jump claim needs the MoE's error away from its band below J/4 as well
     assert verdicts(wang2025.claims(_wang(cfg, moe_outside=(0.2, 0.3, 0.4))))["wang2025/jump-separation"] is False

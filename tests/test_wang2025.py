@@ -1,5 +1,6 @@
 """Tests of the Wang & E (2025) chapter: data, stacked MoE, the construction, the paper module."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -164,7 +165,16 @@ def test_tiny_end_to_end():
     assert np.array_equal(again["moe"]["mse"], result.exp1["moe"]["mse"])
     assert np.array_equal(again["dense_total"]["linf"], result.exp1["dense_total"]["linf"])
     claimed = next(c.reproduced for c in got if c.id == "wang2025/ambient-dimension-free")
-    assert round(wang2025.exp1_ratio(again), 1) == claimed >= 1
+    assert claimed == "growth {:.2g} ({:.2g}-{:.2g})".format(*wang2025.dimension_growth(result.config.exp1_dims,
+                                                                                        again["moe"]["mse"]))
+    # run() records the other embedding too, seeded as the chapter's call would seed it
+    pad = wang2025.run_exp1_embedding(result.config, "zero-pad", device="cpu")
+    assert np.array_equal(pad["moe"]["mse"], result.exp1_arms["zero-pad"]["moe"]["mse"])
+    # the chapter reads a record's metrics back (result_from_metrics): the same claims through a JSON round trip
+    back = wang2025.result_from_metrics(result.config, json.loads(json.dumps(metrics)))
+    assert [c.to_dict() for c in wang2025.claims(back)] == [c.to_dict() for c in got]
+    with pytest.raises(ValueError, match="exp1_arms"):
+        wang2025.result_from_metrics(result.config, {k: v for k, v in metrics.items() if k != "exp1_arms"})
 
 
 # --- the paper's Figure 3 target --------------------------------------------------------------------------------------
@@ -280,3 +290,36 @@ def test_exp1_embedding_option():
         "tuple": {"mse": np.ones(2)}}, jump={
         "dense": {"sup": np.ones(2)}, "moe": {"outside": np.zeros(2), "offset": np.zeros(2)}}))[0]
     assert claim.criterion.endswith("(zero padding, the paper's: padded coordinates are inert)")
+
+
+# --- the ambient-dimension claim's test: growth over D with a seed band -----------------------------------------------
+DIMS = (16, 32, 64, 128)
+
+
+def _synthetic_mse(rate: float, spread: float, seeds: int, rng) -> np.ndarray:
+    """``(D, seeds)`` test MSEs ``1e-3 D^rate`` times a log-normal seed factor of scale ``spread``."""
+    return 1e-3 * np.array(DIMS, float)[:, None] ** rate * np.exp(spread * rng.standard_normal((len(DIMS), seeds)))
+
+
+def test_dimension_growth_holds_flat_fails_growing_and_underpowered():
+    """Positive control: an error independent of D, seeds 1.35x apart (log-normal 0.3), must hold (band <= 3) in every
+    draw; an error growing like D (8x over the range) must not, nor mostly a flat one whose seeds scatter 4x
+    (log-normal 1.4, the scale seen at quick scale); the 90% band covers the true growth at its rate (binomial
+    tolerance)."""
+    rng = np.random.default_rng(0)
+    n, covered = 200, 0
+    for _ in range(n):
+        flat = wang2025.dimension_growth(DIMS, _synthetic_mse(0.0, 0.3, 5, rng))
+        assert flat[1] <= flat[0] <= flat[2] <= wang2025.GROWTH_MAX
+        covered += flat[1] <= 1.0 <= flat[2]
+        assert wang2025.dimension_growth(DIMS, _synthetic_mse(1.0, 0.3, 5, rng))[2] > wang2025.GROWTH_MAX
+    assert abs(covered / n - wang2025.GROWTH_LEVEL) <= 4 * math.sqrt(0.09 / n)
+    noisy = [wang2025.dimension_growth(DIMS, _synthetic_mse(0.0, 1.4, 5, rng))[2] for _ in range(n)]
+    assert np.median(noisy) > wang2025.GROWTH_MAX  # five such seeds mostly cannot bound a growth (median about 4.3)
+    assert wang2025.dimension_growth(DIMS, 1e-3 * np.array(DIMS, float)[:, None] ** 0.5 * [1.0, 1.0]) == \
+        pytest.approx((8**0.5,) * 3)  # exact data: no band
+    with pytest.raises(ValueError, match="mse must have shape"):
+        wang2025.dimension_growth(DIMS, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="level"):
+        wang2025.dimension_growth(DIMS, np.ones((4, 2)), level=1.0)
+

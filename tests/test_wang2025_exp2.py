@@ -12,7 +12,14 @@ from moetheory.metrics import loglog_slope
 from moetheory.papers import wang2025
 from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE, evaluate, train_regression
-from moetheory.papers.wang2025.experiment2 import construct_figure3_moe, exp2_slopes, run_construction2
+from moetheory.papers.wang2025.experiment2 import (
+    construct_figure3_moe,
+    exp2_seed_slopes,
+    exp2_slopes,
+    perturbed_construction,
+    run_construction2,
+    run_from_construction,
+)
 
 runtime.set_threads(1)
 
@@ -114,6 +121,10 @@ def test_budgets_validation_and_slopes_at_a_budget():
     assert exp2_slopes(res, "tuple", "rmse")["construction"] == pytest.approx(-2)
     with pytest.raises(ValueError, match="metric"):
         exp2_slopes(res, "tuple", "mae")
+    # the seed band: seed 1 falls like m^-3 at the last budget, seed 0 like m^-2
+    mse[-1, :, 1] = np.array([4.0, 8.0]) ** -3
+    np.testing.assert_allclose(exp2_seed_slopes(res, "tuple")["deep"], [-2, -3])
+    np.testing.assert_allclose(exp2_seed_slopes(res, "tuple", "mse", cfg.exp2_budgets[0])["deep"], [-1, -1])
 
 
 def test_paper_literal_arms_on_the_tuple_target():
@@ -149,3 +160,37 @@ def test_paper_literal_arms_on_the_tuple_target():
         wang2025.Config(exp2_arms=("softmax",))
     with pytest.raises(ValueError, match="^exp2_arms must not repeat"):
         wang2025.Config(exp2_arms=("hard", "hard"))
+
+
+def test_perturbed_construction_touches_only_its_part_and_trains_the_router():
+    """sigma 0 is the construction (straight-through: the same forward pass); router noise leaves every expert tensor
+    at the construction's and moves the gates; the router of the straight-through copy gets a gradient."""
+    x, y = manifolds.figure3_grid(40, "tuple")
+    base = construct_figure3_moe(8)
+    moe = perturbed_construction(8, [0.0, 0.3, 0.0], [0.0, 0.0, 0.3], torch.Generator().manual_seed(0))
+    xs = x.double().expand(3, -1, -1)
+    out, ref = moe(xs), base(xs[:1])
+    torch.testing.assert_close(out[0], ref[0], rtol=0, atol=1e-12)
+    assert not torch.allclose(out[1], ref[0]) and not torch.allclose(out[2], ref[0])
+    for (name, p), q in zip(moe.named_parameters(), base.parameters(), strict=True):
+        touched = [not torch.equal(p[s], q[0]) for s in range(3)]
+        assert touched[0] is False
+        assert touched[1] == ("router" in name) and (touched[2] == ("router" not in name) or not q.any())
+    loss = ((moe(xs) - y.double()) ** 2).mean()
+    loss.backward()
+    assert moe.layers[0].router.weight.grad[1].abs().sum() > 0
+    with pytest.raises(ValueError, match="router_sigma"):
+        perturbed_construction(8, [-0.1], [0.0], torch.Generator())
+    with pytest.raises(ValueError, match="one value per slot"):
+        perturbed_construction(8, [0.1, 0.2], [0.0], torch.Generator())
+
+
+def test_run_from_construction_shapes_and_start():
+    cfg = wang2025.config("tiny")
+    out = run_from_construction(cfg, 8, (0.0, 0.5), "cpu", torch.Generator().manual_seed(0))
+    assert set(out) == {"router", "experts"}
+    exact = run_construction2(replace(cfg, exp2_widths=(8, 16)))["tuple"]["mse"][0]
+    for part in out:
+        assert out[part]["mse"].shape == (2, 1 + len(cfg.exp2_budgets), cfg.n_seeds)
+        np.testing.assert_allclose(out[part]["mse"][0, 0], exact, rtol=1e-5)  # sigma 0, before training (float32)
+        assert (out[part]["mse"][1, 0] > 10 * exact).all()  # sigma 0.5 moves it off the construction

@@ -16,13 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from moetheory.checks import check_choice, check_int
+from moetheory.checks import check_choice, check_float, check_int
 from moetheory.metrics import loglog_slope
 from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.bounds import moe_parameters
 from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE, evaluate, train_regression
 
-__all__ = ["SCALAR_TARGETS", "METRICS", "construct_figure3_moe", "run_construction2", "run_exp2", "exp2_slopes"]
+__all__ = ["SCALAR_TARGETS", "METRICS", "PERTURBED_PARTS", "construct_figure3_moe", "perturbed_construction",
+           "run_from_construction", "run_construction2", "run_exp2", "exp2_slopes", "exp2_seed_slopes"]
 
 SCALAR_TARGETS = ("sum", "product", "jump")  # Figure 3 pieces summed / multiplied (ours); the jump extension (ours)
 METRICS = ("mse", "rmse", "linf")
@@ -61,6 +62,55 @@ def construct_figure3_moe(width: int, output: str = "tuple") -> StackedMoE:
             out.bias.zero_()
             out.weight[0, :, :, layer_index if c == 2 else 0] = out_w
     return moe
+
+
+PERTURBED_PARTS = ("router", "experts")  # what a perturbation of the construction touches
+
+
+def perturbed_construction(width: int, router_sigma, expert_sigma, generator: torch.Generator) -> StackedMoE:
+    """Copies of :func:`construct_figure3_moe` ``(width, "tuple")``, one per slot, with the straight-through weight
+    (forward value 1, as the construction's, but the router gets gradients). In slot s every router tensor gets
+    Gaussian noise of standard deviation ``router_sigma[s]`` times that tensor's root mean square, and every expert
+    weight and bias ``expert_sigma[s]`` times its own (a zero tensor stays zero), drawn from ``generator``."""
+    check_int("width", width, 1)
+    router_sigma, expert_sigma = (np.array([check_float(n, float(v), 0.0) for v in vs]) for n, vs in
+                                  (("router_sigma", router_sigma), ("expert_sigma", expert_sigma)))
+    if len(router_sigma) != len(expert_sigma) or not len(router_sigma):
+        raise ValueError(f"router_sigma and expert_sigma must give one value per slot (the same number, >= 1); got "
+                         f"{len(router_sigma)} and {len(expert_sigma)}")
+    base = construct_figure3_moe(width, "tuple")
+    moe = StackedMoE(2, 3, [width] * len(router_sigma), n_layers=2, weight="straight", router_init_std=0.0,
+                     d_out=2).double()
+    with torch.no_grad():
+        for (name, p), q in zip(moe.named_parameters(), base.parameters(), strict=True):
+            sigma = torch.tensor(router_sigma if "router" in name else expert_sigma, dtype=p.dtype)
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            p.copy_(q.expand_as(p) + sigma.view(-1, *[1] * (p.dim() - 1)) * q.pow(2).mean().sqrt() * noise)
+    return moe
+
+
+def run_from_construction(cfg, width: int, sigmas, dev, gen) -> dict:
+    """The construction perturbed in its router only or in its experts only (:func:`perturbed_construction`,
+    ``cfg.n_seeds`` draws per setting), trained with the recipe for ``cfg.exp2_iterations`` steps on the tuple target
+    in one batched run: ``{part: {"mse", "linf": (sigmas, 1 + budgets, seeds)}}`` for part in
+    :data:`PERTURBED_PARTS`, index 0 of the second axis before training. Separates finding the routing (router
+    perturbed, experts exact) from fitting the experts (the reverse)."""
+    sigmas = [check_float("sigmas", float(v), 0.0) for v in sigmas]
+    per_slot = np.repeat(sigmas, cfg.n_seeds)
+    zeros = np.zeros_like(per_slot)
+    moe = perturbed_construction(width, np.concatenate([per_slot, zeros]), np.concatenate([zeros, per_slot]), gen)
+    X, y, _ = (t.to(dev) for t in _figure3_problem(cfg, grid=False))
+    Xt, yt, _ = (t.to(dev) for t in _figure3_problem(cfg, grid=True))
+    moe = moe.to(device=dev, dtype=X.dtype)
+    start = evaluate(moe, Xt, yt)
+    runs = _train(moe, X, y, Xt, yt, cfg, dev, gen)
+    shape = (len(PERTURBED_PARTS), len(sigmas), cfg.n_seeds)
+    out = {part: {} for part in PERTURBED_PARTS}
+    for k in ("mse", "linf"):
+        errs = np.concatenate([getattr(start, k)[None], runs[k]]).reshape(-1, *shape)  # (1 + budgets, parts, ...)
+        for i, part in enumerate(PERTURBED_PARTS):
+            out[part][k] = errs[:, i].transpose(1, 0, 2)
+    return out
 
 
 def _figure3_problem(cfg, grid: bool):
@@ -167,3 +217,13 @@ def exp2_slopes(result, target: str = "tuple", metric: str = "mse", budget: int 
         errs = np.sqrt(ref["mse"]) if metric == "rmse" else ref[metric]
         out["construction"] = loglog_slope(cfg.exp2_widths, errs)
     return out
+
+
+def exp2_seed_slopes(result, target: str = "tuple", metric: str = "mse", budget: int | None = None) -> dict:
+    """Per model, the slopes of log error against log width fitted to each seed index's curve ``(seeds,)``: the seed
+    band of :func:`exp2_slopes` (seed s of every width is one draw; pairing them by index is arbitrary but fair)."""
+    cfg = result.config
+    check_choice("metric", metric, METRICS)
+    b = cfg.exp2_budgets.index(budget) if budget is not None else -1
+    return {model: np.array([loglog_slope(cfg.exp2_widths, errs[metric][b][:, s]) for s in range(cfg.n_seeds)])
+            for model, errs in result.exp2[target].items()}
