@@ -44,6 +44,7 @@ from moetheory.papers.kawata2025.claims import (
     expert_specialisation,
     provenance_of,
     purity_chance,
+    separation_slopes,
 )
 from moetheory.papers.kawata2025.data import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import (
@@ -60,7 +61,10 @@ from moetheory.papers.kawata2025.separation import (
     SLOPE_GAP_MIN,
     geometric_grid,
     loglog_slope,
+    moe_samples,
+    recorded_separation,
     run_separation,
+    sample_counts,
     separation_verdict,
 )
 
@@ -71,7 +75,7 @@ __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kaw
     "SCHEDULES", "CLIP_UNITS", "clip_norm", "train_stage1", "stage1_recovery",
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
     "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid", "loglog_slope",
-    "separation_verdict", "SLOPE_GAP_MIN",
+    "separation_verdict", "SLOPE_GAP_MIN", "moe_samples", "recorded_separation", "sample_counts", "separation_slopes",
 ]
 
 

@@ -12,7 +12,13 @@ import sympy as sp
 from moetheory import ledger
 from moetheory.ledger import NOT_REPORTED, Claim
 from moetheory.papers.kawata2025.model import chance_level
-from moetheory.papers.kawata2025.separation import SLOPE_GAP_MIN, loglog_slope, moe_samples, separation_verdict
+from moetheory.papers.kawata2025.separation import (
+    SLOPE_GAP_MIN,
+    loglog_slope,
+    moe_samples,
+    sample_counts,
+    separation_verdict,
+)
 
 if TYPE_CHECKING:
     from moetheory.papers.kawata2025 import Result
@@ -102,7 +108,7 @@ def claims(result: Result) -> list[Claim]:
 def separation_slopes(separation: dict) -> dict:
     """Vanilla and MoE log-log slopes ``(slope, low, high)`` of samples to recover w_g against d, and
     :func:`~.separation.separation_verdict` of their gap."""
-    dims, van, moe = separation["dims"], np.asarray(separation["vanilla"], dtype=float), moe_samples(separation)
+    dims, van, moe = separation["dims"], sample_counts(separation["vanilla"]), moe_samples(separation)
     return {"vanilla": loglog_slope(dims, van), "moe": loglog_slope(dims, moe),
             **separation_verdict(dims, van, moe)}
 

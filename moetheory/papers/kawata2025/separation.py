@@ -22,7 +22,7 @@ from moetheory.papers.kawata2025.data import make_cluster_problem, sample_cluste
 from moetheory.papers.kawata2025.model import prune, random_unit, route, router_step, sgd_step
 
 __all__ = ["geometric_grid", "first_hit", "loglog_slope", "separation_verdict", "run_separation", "moe_samples",
-           "SLOPE_GAP_MIN", "BAND"]
+           "sample_counts", "recorded_separation", "SLOPE_GAP_MIN", "BAND"]
 
 SLOPE_GAP_MIN = 0.5  # criterion (fixed before measuring): the lower end of the band of vanilla slope - MoE slope
 # must exceed half the predicted gap (k* + 1) - k* = 1; a gap whose band reaches below 0.5 does not count
@@ -78,10 +78,24 @@ def loglog_slope(dims, times, n_boot: int = 2000, seed: int = 0) -> tuple[float,
     return float(_slopes(logd, np.median(times, 1))), float(lo), float(hi)
 
 
+def sample_counts(rows) -> np.ndarray:
+    """``(D, S)`` floats from a separation entry, ``None`` (a record's censored count) read as ``inf``."""
+    return np.array([[math.inf if v is None else float(v) for v in row] for row in rows])
+
+
 def moe_samples(separation: dict) -> np.ndarray:
     """``(D, S)`` the MoE's samples to recover w_g: stage 1's count plus stage 3's, each from its stage's start (the
     router's fixed budget of stage 2 is not counted); ``inf`` when either is censored."""
-    return np.asarray(separation["stage1"], dtype=float) + np.asarray(separation["stage3"], dtype=float)
+    return sample_counts(separation["stage1"]) + sample_counts(separation["stage3"])
+
+
+def recorded_separation(cfg, report) -> dict | None:
+    """The separation of a record ``report`` (:func:`moetheory.reproduce.recorded`) made with the config ``cfg``
+    (``None`` when there is no record or it was made with another config): a chapter reads it instead of
+    re-running it."""
+    if report is None or "separation" not in report.metrics or report.config != runtime.config_dict(cfg):
+        return None
+    return report.metrics["separation"]
 
 
 def separation_verdict(dims, vanilla_times, moe_times, n_boot: int = 2000, seed: int = 0) -> dict:
