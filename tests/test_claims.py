@@ -177,7 +177,10 @@ def test_kawata2025_claims_hold_fail_and_not_run():
     relu = runtime.replace_config(cfg, activation="relu")
     relu_claims = kawata2025.claims(_kawata(relu, exponent=None))
     assert_only_these_fail(relu_claims, [])
-    assert relu_claims[0].reproduced == "4 (per-cluster k* = 3; a vanilla relu neuron: not derived)"
+    task_text = "task exponent 4 along w_g (per-cluster k* = 3); a vanilla"
+    assert relu_claims[0].reproduced == f"{task_text} relu neuron: not derived"
+    h3_text = by_id["kawata2025/global-exponent-rises"].reproduced
+    assert h3_text.startswith(f"{task_text} h3 neuron: inf") and "special instance" in h3_text
     assert_only_these_fail(kawata2025.claims(_kawata(cfg, task=sp.oo)), ["kawata2025/global-exponent-rises"])
 
 

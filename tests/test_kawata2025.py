@@ -188,7 +188,11 @@ def test_tiny_preset_end_to_end():
     assert result.samples[-1] == cfg.total_steps * cfg.batch
     claims = K.claims(result)
     assert [c.id for c in claims[: len(IDS)]] == sorted(IDS, key=[c.id for c in claims].index)
-    assert {c.id for c in claims} == IDS | IDS_C4
+    assert {c.id for c in claims} == IDS | IDS_C4 | {"kawata2025/separation-slope"}
+    sep = result.metrics()["separation"]  # (D, S) sample counts per network, None where censored
+    assert sep["dims"] == list(cfg.separation_dims)
+    for key in ("vanilla", "stage1", "stage3"):
+        assert np.array(sep[key], dtype=float).shape == (len(cfg.separation_dims), cfg.separation_seeds)
     assert claims[0].holds  # exact cancellation with an h3 neuron and antipodal means
     metrics = result.metrics()
     assert len(metrics["moe_test_mse"]) == s and 1 <= min(metrics["experts_kept"])

@@ -44,6 +44,7 @@ from moetheory.papers.kawata2025.claims import (
     expert_specialisation,
     provenance_of,
     purity_chance,
+    separation_slopes,
 )
 from moetheory.papers.kawata2025.data import MEAN_LAYOUTS, check_geometry, make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import (
@@ -56,6 +57,16 @@ from moetheory.papers.kawata2025.exponents import (
     task_exponent,
 )
 from moetheory.papers.kawata2025.model import chance_level, random_unit, sgd_step
+from moetheory.papers.kawata2025.separation import (
+    SLOPE_GAP_MIN,
+    geometric_grid,
+    loglog_slope,
+    moe_samples,
+    recorded_separation,
+    run_separation,
+    sample_counts,
+    separation_verdict,
+)
 
 __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kawata2025.exponents included
     "Config", "PRESETS", "config", "cluster_config", "Result", "run", "samples_to_recover", "STRONG", "CHANCE_FACTOR",
@@ -63,7 +74,8 @@ __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kaw
     "PROVENANCE", "provenance_of", "claims", "PAPER", "stage1_schedule", "ABLATIONS", "ablation",
     "SCHEDULES", "CLIP_UNITS", "clip_norm", "train_stage1", "stage1_recovery",
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
-    "task_correlations", "task_exponent", "chance_level",
+    "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid", "loglog_slope",
+    "separation_verdict", "SLOPE_GAP_MIN", "moe_samples", "recorded_separation", "sample_counts", "separation_slopes",
 ]
 
 
@@ -101,6 +113,13 @@ class Config:
     seed: int = 0  # everything (problem directions, initialisation, data)
     # also run these C (orthogonal means, n_experts per cluster kept), claims "-c<C>"
     more_clusters: tuple[int, ...] = (4,)
+    # the measured separation (separation.run_separation; claim separation-slope): samples to recover w_g against d
+    separation_dims: tuple[int, ...] = (8, 12, 16, 24, 32)  # () = not run; at least two for a slope
+    separation_seeds: int = 8  # seeds per d (batched): the band resamples them
+    separation_activation: str = "h3+h4"  # a generic student: a vanilla neuron's exponent along w_g is finite
+    separation_width: int = 16  # vanilla neurons (chance level of 16 at d = 8: 0.68, below the 0.8 threshold)
+    separation_expert_width: int = 2  # stage-3 neurons per expert (8 experts x 2 = the vanilla width)
+    separation_budget: int = 16000  # steps at d = 32 before a run is censored; x (d/32)^k* vanilla, ^(k*-1) stage 3
 
     def __post_init__(self):
         check_int("d", self.d, 4)
@@ -112,7 +131,8 @@ class Config:
         if not isinstance(self.centre, bool):
             raise ValueError(f"centre must be True or False; got {self.centre!r}")
         for name in ("n_seeds", "batch", "vanilla_width", "n_experts", "stage1_steps", "stage2_steps",
-                     "expert_width", "stage3_steps", "n_fit", "n_test"):
+                     "expert_width", "stage3_steps", "n_fit", "n_test", "separation_seeds", "separation_width",
+                     "separation_expert_width", "separation_budget"):
             check_int(name, getattr(self, name), 1)
         check_int("n_checkpoints", self.n_checkpoints, 2)
         check_int("seed", self.seed, 0, MAX_SEED)
@@ -124,6 +144,13 @@ class Config:
         check_float("clip", self.clip, 0.0)
         check_float("prune_cos", self.prune_cos, 0.0, 1.0)
         check_geometry(self.d, self.n_clusters, self.layout)
+        check_choice("separation_activation", self.separation_activation, HERMITE_ACTIVATIONS)
+        if not isinstance(self.separation_dims, tuple) or len(self.separation_dims) == 1:
+            raise ValueError(f"separation_dims must be a tuple of () or at least two dimensions; "
+                             f"got {self.separation_dims!r}")
+        for i, d in enumerate(self.separation_dims):
+            check_int(f"separation_dims[{i}]", d, 4)
+            check_geometry(d, self.n_clusters, self.layout)
         if not isinstance(self.more_clusters, tuple):
             raise ValueError(f"more_clusters must be a tuple of cluster counts; got {self.more_clusters!r}")
         for i, c in enumerate(self.more_clusters):  # orthogonal means need d >= 2 C + 1
@@ -191,13 +218,14 @@ def cluster_config(cfg: Config, n_clusters: int) -> Config:
     (every other field, budgets included, unchanged); the runs behind the ``-c<C>`` claims."""
     n_experts = max(1, round(cfg.n_experts * n_clusters / cfg.n_clusters))
     return runtime.replace_config(cfg, n_clusters=n_clusters, layout="orthogonal", n_experts=n_experts,
-                                  more_clusters=())
+                                  more_clusters=(), separation_dims=())
 
 
 PRESETS = {  # each also runs C = 4 clusters with orthogonal means (``more_clusters``)
     # seconds: unit tests
     "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=400, stage2_steps=30, stage3_steps=60,
-                   expert_width=4, n_fit=512, n_test=512, n_checkpoints=3),
+                   expert_width=4, n_fit=512, n_test=512, n_checkpoints=3, separation_dims=(8, 12),
+                   separation_seeds=2, separation_budget=400),
     "quick": Config(),  # the notebook, d = 32
     # d = 128 (our choice: the paper's dimensions were not read) with every stage (d / 32)^2 = 16 times longer
     # (online SGD needs ~d^(k*-1) samples for k* = 3; stage 1 by stage1_schedule, 48000 steps at C = 2)
@@ -236,6 +264,7 @@ class Result:
     label_variance: float  # Var y, exact (ClusterSingleIndex.label_variance); the noise floor is noise_std^2
     elapsed_s: float  # seconds (not in metrics(): the report records the run's time)
     device: str  # where it ran (not in metrics(): the report records it)
+    separation: dict | None = None  # separation.run_separation(config) (``separation_dims``), else None
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
 
     def metrics(self) -> dict:
@@ -270,6 +299,7 @@ class Result:
             "global_exponent": str(self.global_exponent),
             "task_exponent": str(self.task_exponent),
             "k_star": self.k_star,
+            **({} if self.separation is None else {"separation": _finite(self.separation)}),
             **{f"c{c}": r.metrics() for c, r in self.extra.items()},
         }
 
@@ -283,7 +313,15 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
     dev = runtime.resolve_device(device)
     result = run_setting(config, dev, progress)
     result.extra = {c: run_setting(cluster_config(config, c), dev, progress) for c in config.more_clusters}
+    if config.separation_dims:
+        result.separation = run_separation(config, dev)
     return result
+
+
+def _finite(separation: dict) -> dict:
+    """JSON-safe copy of a separation dict (censored counts ``inf`` -> ``None``)."""
+    fix = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+    return {key: [[fix(v) for v in row] for row in rows] if key != "dims" else rows for key, rows in separation.items()}
 
 
 @torch.no_grad()

@@ -12,6 +12,13 @@ import sympy as sp
 from moetheory import ledger
 from moetheory.ledger import NOT_REPORTED, Claim
 from moetheory.papers.kawata2025.model import chance_level
+from moetheory.papers.kawata2025.separation import (
+    SLOPE_GAP_MIN,
+    loglog_slope,
+    moe_samples,
+    sample_counts,
+    separation_verdict,
+)
 
 if TYPE_CHECKING:
     from moetheory.papers.kawata2025 import Result
@@ -46,6 +53,12 @@ PROVENANCE = {  # claim id (main setting; the -c<C> variants share it) -> (prove
         "lay summary: MoE models 'leverage the specialization of experts'; that the experts' own neurons specialise "
         "to the clusters is from a third-party review; the test (routing majority and a neuron aligned with w_c "
         "in the same expert) is ours"),
+    "kawata2025/separation-slope": (
+        "derived", _ABSTRACT + "a vanilla network fails where the MoE succeeds, and the information exponent 'is "
+        "low for each cluster, but increases when we consider the entire task'; the predicted slopes are derived "
+        "here: online SGD needs about d^(k-1) samples for an exponent k >= 3 (Ben Arous et al. 2021), k = k*+1 for "
+        "the whole task (the vanilla network), k = k* per cluster (the MoE); the measurement and its criterion are "
+        "ours"),
     "kawata2025/moe-beats-vanilla": (
         "abstract", _ABSTRACT + "the vanilla network fails where the MoE succeeds; the test-MSE comparison is ours"),
 }
@@ -82,11 +95,42 @@ def purity_chance(routing_counts) -> np.ndarray:
 
 
 def claims(result: Result) -> list[Claim]:
-    """The six claims in the main setting, then the same six with ids ``<id>-c<C>`` for each ``more_clusters``."""
+    """The six claims in the main setting, then the same six with ids ``<id>-c<C>`` for each ``more_clusters``, then
+    ``separation-slope`` when the run measured the separation (``separation_dims``)."""
     out = _setting_claims(result, "", "")
     for c, extra in result.extra.items():
         out += _setting_claims(extra, f"-c{c}", f"C = {c} clusters, orthogonal means: ")
+    if result.separation is not None:
+        out.append(separation_claim(result))
     return out
+
+
+def separation_slopes(separation: dict) -> dict:
+    """Vanilla and MoE log-log slopes ``(slope, low, high)`` of samples to recover w_g against d, and
+    :func:`~.separation.separation_verdict` of their gap."""
+    dims, van, moe = separation["dims"], sample_counts(separation["vanilla"]), moe_samples(separation)
+    return {"vanilla": loglog_slope(dims, van), "moe": loglog_slope(dims, moe),
+            **separation_verdict(dims, van, moe)}
+
+
+def separation_claim(result: Result) -> Claim:
+    cfg, k_star = result.config, result.k_star
+    fit = separation_slopes(result.separation)
+    band = lambda v: f"{v[0]:.1f} [{v[1]:.1f}, {v[2]:.1f}]"  # noqa: E731 (a band of +-0.3 or more: one decimal)
+    return Claim(
+        "kawata2025/separation-slope",
+        "Samples to recover w_g grow with d faster for a vanilla network than for the MoE, by about one power of d",
+        NOT_REPORTED,
+        f"gap {fit['gap']:.1f} [{fit['gap_low']:.1f}, {fit['gap_high']:.1f}] (vanilla {band(fit['vanilla'])}, "
+        f"MoE {band(fit['moe'])}; predicted {k_star} and {k_star - 1})",
+        fit["holds"],
+        criterion=f"log-log slope of the median over {cfg.separation_seeds} seeds of the samples until the best "
+        f"|<u,w_g>| >= {STRONG} (MoE: stage 1 until every w_c has |<u,w_c>| >= {WEAK}, plus stage 3, each counted "
+        f"from its stage's start; the router's fixed budget not counted), student {cfg.separation_activation}, d in "
+        f"{list(result.separation['dims'])}, geometric checks (2^(1/8) apart); vanilla slope minus MoE slope: the 5th "
+        f"percentile of its bootstrap over seeds > {SLOPE_GAP_MIN} (half the predicted gap (k*+1) - k* = 1)",
+        **provenance_of("kawata2025/separation-slope"),
+    )
 
 
 def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
@@ -95,8 +139,12 @@ def _setting_claims(result: Result, suffix: str, prefix: str) -> list[Claim]:
     moe_g = np.nanmax(result.moe_overlap[:, -1, :, -1], -1).astype(float)
     van_mse, moe_mse = result.vanilla_mse[:, -1].astype(float), result.moe_mse[:, -1].astype(float)
     exponent, k_star, task = result.global_exponent, result.k_star, result.task_exponent
-    neuron = "inf (exact cancellation)" if exponent == sp.oo else ("not derived" if exponent is None else int(exponent))
-    exp_text = f"{task} (per-cluster k* = {k_star}; a vanilla {cfg.activation} neuron: {neuron})"
+    if exponent == sp.oo:  # sigma = h3 (or He3 + He5 with antipodal means): the student, not the task
+        neuron = "inf, the special instance where its gradient towards w_g vanishes at every order"
+    else:
+        neuron = "not derived" if exponent is None else int(exponent)
+    exp_text = (f"task exponent {task} along w_g (per-cluster k* = {k_star}); a vanilla {cfg.activation} neuron: "
+                f"{neuron}")
     purity, chance = np.median(result.routing_purity), np.median(purity_chance(result.routing_counts))
     specialised = expert_specialisation(result)
     return [

@@ -1,0 +1,212 @@
+"""The measured separation of the ``kawata2025`` chapter (section "The separation"): samples to recover w_g against d,
+for the vanilla network and for the stagewise MoE, with a generic student activation.
+
+Each network is checked on a geometric grid of steps counted from the START of its stage (:func:`geometric_grid`),
+so the grid cannot set the slope the way the old linear grid over a d^2-long run did; a run that never reaches the
+threshold within its cap is censored (``inf``). :func:`loglog_slope` fits the log-log slope of the median over seeds
+with a bootstrap band over seeds; :func:`separation_verdict` is the claim's criterion, fixed before measuring.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from moetheory import runtime
+from moetheory.activations import hermite_activation
+from moetheory.checks import check_int
+from moetheory.metrics import overlaps
+from moetheory.papers.kawata2025.data import make_cluster_problem, sample_clusters
+from moetheory.papers.kawata2025.model import prune, random_unit, route, router_step, sgd_step
+
+__all__ = ["geometric_grid", "first_hit", "loglog_slope", "separation_verdict", "run_separation", "moe_samples",
+           "sample_counts", "recorded_separation", "SLOPE_GAP_MIN", "BAND"]
+
+SLOPE_GAP_MIN = 0.5  # criterion (fixed before measuring): the lower end of the band of vanilla slope - MoE slope
+# must exceed half the predicted gap (k* + 1) - k* = 1; a gap whose band reaches below 0.5 does not count
+BAND = (5.0, 95.0)  # percentiles of the bootstrap band over seeds
+PER_OCTAVE = 8  # grid points per doubling of the step count (a factor 2^(1/8) = 1.09 between checks)
+
+
+def geometric_grid(n_steps: int, per_octave: int = PER_OCTAVE, offset: float = 0.0) -> np.ndarray:
+    """Steps ``round(2^((j + offset) / per_octave))``, ``j = 0, 1, ...``, up to ``n_steps`` (unique, from 1): the same
+    checks for every stage and every d, truncated only by the cap."""
+    check_int("n_steps", n_steps, 1)
+    check_int("per_octave", per_octave, 1)
+    j = np.arange(0, per_octave * math.log2(n_steps) + 2)
+    steps = np.unique(np.round(2.0 ** ((j + offset) / per_octave)).astype(int))
+    return steps[(steps >= 1) & (steps <= n_steps)]
+
+
+def first_hit(values: np.ndarray, grid: np.ndarray, threshold: float) -> np.ndarray:
+    """``(S,)`` the first grid step at which ``values (S, T)`` reaches ``threshold`` (``inf``: never)."""
+    hit = np.asarray(values) >= threshold
+    return np.where(hit.any(1), np.asarray(grid, dtype=float)[hit.argmax(1)], np.inf)
+
+
+def _boot_medians(times: np.ndarray, rng, n_boot: int) -> np.ndarray:
+    """``(n_boot, D)`` medians over seeds resampled with replacement within each d."""
+    idx = rng.integers(0, times.shape[1], (n_boot, *times.shape))  # (B, D, S)
+    return np.median(np.take_along_axis(np.broadcast_to(times, idx.shape), idx, -1), -1)
+
+
+def _slopes(logd: np.ndarray, med: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of ``log(med (..., D))`` against ``logd``; ``inf`` where a median is censored."""
+    y = np.log(med)
+    finite = np.isfinite(y).all(-1)
+    y = np.where(finite[..., None], y, 0.0)
+    x = logd - logd.mean()
+    return np.where(finite, (y * x).sum(-1) / (x * x).sum(), np.inf)
+
+
+def _check_times(dims, times) -> tuple[np.ndarray, np.ndarray]:
+    dims, times = np.asarray(dims, dtype=float), np.asarray(times, dtype=float)
+    if dims.size < 2 or times.ndim != 2 or times.shape[0] != dims.size:
+        raise ValueError(f"times must be (len(dims) >= 2, seeds); got dims {dims.shape}, times {times.shape}")
+    return np.log(dims), times
+
+
+def loglog_slope(dims, times, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(slope, band low, band high) of log(median over seeds of ``times (D, S)``) against log(``dims``); the band
+    resamples the seeds of every d independently (:data:`BAND` percentiles). A median that is censored (``inf``)
+    gives an infinite slope."""
+    logd, times = _check_times(dims, times)
+    boot = _slopes(logd, _boot_medians(times, np.random.default_rng(seed), n_boot))
+    lo, hi = np.percentile(boot, BAND, method="nearest")  # nearest: a censored (inf) slope stays inf
+    return float(_slopes(logd, np.median(times, 1))), float(lo), float(hi)
+
+
+def sample_counts(rows) -> np.ndarray:
+    """``(D, S)`` floats from a separation entry, ``None`` (a record's censored count) read as ``inf``."""
+    return np.array([[math.inf if v is None else float(v) for v in row] for row in rows])
+
+
+def moe_samples(separation: dict) -> np.ndarray:
+    """``(D, S)`` the MoE's samples to recover w_g: stage 1's count plus stage 3's, each from its stage's start (the
+    router's fixed budget of stage 2 is not counted); ``inf`` when either is censored."""
+    return sample_counts(separation["stage1"]) + sample_counts(separation["stage3"])
+
+
+def recorded_separation(cfg, report) -> dict | None:
+    """The separation of a record ``report`` (:func:`moetheory.reproduce.recorded`) made with the config ``cfg``
+    (``None`` when there is no record or it was made with another config): a chapter reads it instead of
+    re-running it."""
+    if report is None or "separation" not in report.metrics or report.config != runtime.config_dict(cfg):
+        return None
+    return report.metrics["separation"]
+
+
+def separation_verdict(dims, vanilla_times, moe_times, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The criterion of ``kawata2025/separation-slope``: the bootstrap band (seeds resampled) of the vanilla slope
+    minus the MoE slope (:func:`loglog_slope` of the medians); ``holds`` when its lower end exceeds
+    :data:`SLOPE_GAP_MIN`. A censored MoE median makes the gap ``-inf`` (no evidence for the MoE)."""
+    logd, van = _check_times(dims, vanilla_times)
+    moe = _check_times(dims, moe_times)[1]
+    rng = np.random.default_rng(seed)
+
+    def gap(v, m):
+        g = _slopes(logd, v) - _slopes(logd, m)
+        return np.where(np.isnan(g), -np.inf, g)  # both censored: no evidence of a gap
+
+    gaps = gap(_boot_medians(van, rng, n_boot), _boot_medians(moe, rng, n_boot))
+    lo, hi = np.percentile(gaps, BAND, method="nearest")
+    point = float(gap(np.median(van, 1), np.median(moe, 1)))
+    return {"gap": point, "gap_low": float(lo), "gap_high": float(hi), "holds": bool(lo > SLOPE_GAP_MIN)}
+
+
+@torch.no_grad()
+def run_separation(cfg, device="auto") -> dict:
+    """Samples to recover w_g at each d of ``cfg.separation_dims`` (``cfg`` a :class:`~.Config`), seeds batched:
+
+    - vanilla: ``separation_width`` neurons on all data; samples until the best ``|<u, w_g>| >= threshold``;
+    - MoE: stage 1 as in the pipeline (:func:`~.stage1_schedule`), samples until every w_c has a neuron with
+      ``|<u, w_c>| >= weak``; the router (stage 2, ``stage2_steps`` at every d, not measured); stage 3 with
+      ``separation_expert_width`` neurons per expert, samples until the best ``|<u, w_g>| >= threshold``.
+
+    Each count is read on :func:`geometric_grid` from its stage's start; a cap (``separation_budget`` steps
+    times ``(d / 32)^k*`` for vanilla and ``(d / 32)^(k*-1)`` for stage 3, both at least 64) only censors.
+    Returns lists per d of ``(S,)`` sample counts (``inf``: censored): ``vanilla``, ``stage1``, ``stage3``.
+    """
+    dev = runtime.resolve_device(device)
+    out = {"dims": list(cfg.separation_dims), "vanilla": [], "stage1": [], "stage3": []}
+    for d in cfg.separation_dims:
+        for key, counts in zip(("vanilla", "stage1", "stage3"), _one_dimension(cfg, d, dev), strict=True):
+            out[key].append(counts.tolist())
+    return out
+
+
+def _train(u, n_steps, lr, step, draw, probe, threshold, stop=True) -> np.ndarray:
+    """``n_steps`` of ``step(u, x, y, lr)`` on fresh batches ``draw()``; ``(S,)`` first steps on
+    :func:`geometric_grid` at which ``probe(u) (S,)`` reaches ``threshold``. ``stop``: end once every seed has (later
+    checks cannot change a first hit)."""
+    grid, best = geometric_grid(n_steps), []
+    checks = frozenset(int(t) for t in grid)
+    for t in range(1, n_steps + 1):
+        step(u, *draw(), lr)
+        if t in checks:
+            best.append(probe(u))
+            if stop and (best[-1] >= threshold).all():
+                break
+    best = np.stack(best, 1)
+    return first_hit(best, grid[: best.shape[1]], threshold)
+
+
+def _one_dimension(cfg, d: int, dev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(S,)`` sample counts at dimension ``d``: vanilla, stage 1, stage 3 (:func:`run_separation`)."""
+    from moetheory.papers.kawata2025 import REFERENCE_D, STRONG, WEAK, clip_norm, stage1_schedule
+
+    c = runtime.replace_config(cfg, d=d, activation=cfg.separation_activation, n_seeds=cfg.separation_seeds,
+                               more_clusters=(), separation_dims=())
+    runtime.seed_everything(c.seed)
+    gen = torch.Generator(device=dev).manual_seed(c.seed)
+    problem = make_cluster_problem(d, c.n_clusters, rho=c.rho, layout=c.layout, noise_std=c.noise_std, seed=c.seed)
+    real = dict(dtype=torch.get_default_dtype(), device=dev)
+    w_g, w_c = torch.tensor(problem.global_dir[None], **real), torch.tensor(problem.local_dirs, **real)
+    act, clip, s, k, m = hermite_activation(c.activation), clip_norm(c), c.n_seeds, problem.k_star, c.n_experts
+    scale = d / REFERENCE_D
+
+    def draw(n=c.batch):
+        return sample_clusters(problem, n, s, generator=gen, device=dev)[:2]
+
+    def plain(u, x, y, lr):
+        sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), act, lr, clip)
+
+    # vanilla: separation_width neurons on all data
+    u_van = random_unit((s, 1, c.separation_width), d, gen, dev)
+    cap_v = max(64, round(c.separation_budget * scale**k))
+    vanilla = _train(u_van, cap_v, c.lr / d, plain, draw,
+                     lambda u: overlaps(u[:, 0], w_g)[..., 0].max(-1).values.cpu().numpy(), STRONG)
+    # MoE stage 1: one-neuron experts on their schedule; the count is the first weak recovery of every w_c
+    lr1, t1 = stage1_schedule(c)
+    u1 = random_unit((s, 1, m), d, gen, dev)
+    stage1 = _train(u1, t1, lr1, plain, draw,
+                    lambda u: overlaps(u[:, 0], w_c).max(1).values.min(-1).values.cpu().numpy(), WEAK, stop=False)
+    # stage 2: the router with the experts frozen (a fixed budget, not measured), then pruning
+    router = torch.zeros(s, m, d, device=dev)
+    for _ in range(c.stage2_steps):
+        router_step(router, u1[:, 0], *draw(), act, c.router_lr / c.stage2_steps, c.router_clip)
+    x_fit, _ = draw(c.n_fit)
+    keep = torch.ones(s, m, dtype=torch.bool, device=dev)
+    keep = prune(router, torch.nn.functional.one_hot(route(x_fit, router, keep), m).to(x_fit.dtype).mean(1),
+                 c.prune_cos)
+    # stage 3: fresh neurons per expert on routed data, centred by each expert's running mean
+    u3 = random_unit((s, m, c.separation_expert_width), d, gen, dev)
+    sums, counts = torch.zeros(s, m, d, device=dev), torch.zeros(s, m, device=dev)
+
+    def routed(u, x, y, lr):
+        mask = torch.nn.functional.one_hot(route(x, router, keep), m).transpose(1, 2).to(x.dtype)  # (S, M, B)
+        n_rows = mask.sum(-1)
+        sums.add_(torch.einsum("smb,sbd->smd", mask, x))
+        counts.add_(n_rows)
+        xc = x.unsqueeze(1) - (sums / counts.clamp_min(1).unsqueeze(-1)).unsqueeze(2)
+        sgd_step(u, xc, y.unsqueeze(1).expand(-1, m, -1), act, lr, clip, mask / n_rows.clamp_min(1).unsqueeze(-1))
+
+    def probe3(u):
+        ov = overlaps(u, w_g)[..., 0].masked_fill(~keep[..., None], 0.0)  # (S, M, K), pruned experts 0
+        return ov.flatten(1).max(-1).values.cpu().numpy()
+
+    stage3 = _train(u3, max(64, round(c.separation_budget * scale ** (k - 1))), c.lr / d, routed, draw, probe3,
+                    STRONG)
+    return vanilla * c.batch, stage1 * c.batch, stage3 * c.batch

@@ -1,0 +1,80 @@
+"""Tests for the measured separation of the Kawata et al. (2025) chapter (``kawata2025.separation``): the grid does
+not set the slope, and the slope criterion can pass and can fail."""
+
+import math
+
+import numpy as np
+import pytest
+
+from moetheory.papers import kawata2025 as K
+from moetheory.papers.kawata2025.separation import first_hit, geometric_grid, loglog_slope, separation_verdict
+
+DIMS = np.array([8, 12, 16, 24, 32])
+
+
+def synthetic_times(power, n_seeds=8, spread=0.3, seed=0, scale=5.0):
+    """``(D, S)`` recovery times ``scale d^power`` times a log-normal seed factor."""
+    rng = np.random.default_rng(seed)
+    return scale * DIMS[:, None] ** power * np.exp(spread * rng.standard_normal((len(DIMS), n_seeds)))
+
+
+def measured(times, grid):
+    """The first check of ``grid`` at which a run whose overlap jumps to 1 at ``times`` is seen above 0.8."""
+    return np.stack([first_hit(grid[None, :] >= t[:, None], grid, 0.8) for t in times])
+
+
+def test_geometric_grid_is_geometric_and_capped():
+    grid = geometric_grid(10_000)
+    assert grid[0] == 1 and grid[-1] <= 10_000 and np.all(np.diff(grid) > 0)
+    big = grid[grid > 100]  # past rounding, consecutive checks are 2^(1/8) apart
+    np.testing.assert_allclose(big[1:] / big[:-1], 2 ** (1 / 8), rtol=0.02)
+    assert np.array_equal(geometric_grid(500), grid[grid <= 500])  # the cap only truncates
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_the_grid_does_not_set_the_slope(power):
+    times = synthetic_times(power)
+    cap = int(times.max()) + 1
+    a = loglog_slope(DIMS, measured(times, geometric_grid(cap)))[0]
+    b = loglog_slope(DIMS, measured(times, geometric_grid(cap, per_octave=5, offset=0.37)))[0]
+    # a grid with ratio r moves each median up by less than a factor r: the slope by at most 2 log r / log(32 / 8)
+    assert abs(a - b) <= 2 * math.log(2 ** (1 / 5)) / math.log(4)
+    assert abs(a - loglog_slope(DIMS, times)[0]) <= 2 * math.log(2 ** (1 / 8)) / math.log(4)
+    # the old way: a linear grid of 30 checks over a run of length ~ d^2 would give slope 2 whatever the power
+    old = np.stack([first_hit(g[None, :] >= t[:, None], g, 0.8)
+                    for t, g in zip(times, [np.linspace(0, 3e7 * (d / 32) ** 2, 30) for d in DIMS])])
+    assert abs(loglog_slope(DIMS, old)[0] - 2.0) < 1e-9  # every run seen at the first check after 0
+
+
+def test_slope_band_covers_the_true_slope_and_shrinks_with_seeds():
+    bands = np.array([loglog_slope(DIMS, synthetic_times(2.0, n_seeds=8, seed=r), n_boot=500)[1:]
+                      for r in range(60)])
+    covered = ((bands[:, 0] <= 2.0) & (2.0 <= bands[:, 1])).mean()
+    assert covered >= 0.8  # a 90% band, over 60 synthetic experiments
+    narrow = loglog_slope(DIMS, synthetic_times(2.0, n_seeds=64))
+    assert narrow[2] - narrow[1] < np.median(bands[:, 1] - bands[:, 0])
+
+
+def test_separation_criterion_positive_control_and_failures():
+    van, moe = synthetic_times(3.0, seed=1), synthetic_times(2.0, seed=2)
+    held = separation_verdict(DIMS, van, moe)
+    assert held["holds"] and held["gap_low"] > K.SLOPE_GAP_MIN and abs(held["gap"] - 1.0) < 0.3
+    same = separation_verdict(DIMS, synthetic_times(2.0, seed=1), moe)  # no separation
+    assert not same["holds"] and same["gap_low"] < K.SLOPE_GAP_MIN
+    censored = moe.copy()
+    censored[-1] = np.inf  # the MoE never recovers w_g at the largest d: no evidence for it
+    assert not separation_verdict(DIMS, van, censored)["holds"]
+
+
+def test_loglog_slope_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="times must be"):
+        loglog_slope([8], np.ones((1, 3)))
+    with pytest.raises(ValueError, match="times must be"):
+        loglog_slope(DIMS, np.ones((3, 3)))
+
+
+def test_separation_dims_validation_names_the_field():
+    with pytest.raises(ValueError, match="separation_dims"):
+        K.Config(separation_dims=(8,))
+    with pytest.raises(ValueError, match="separation_dims"):
+        K.Config(separation_dims=(2, 8))
