@@ -209,7 +209,7 @@ def slope_band(dims, samples: np.ndarray, level: float = 0.9, n_resamples: int =
     rows = [np.nan_to_num(r, nan=np.inf) for r in np.asarray(samples, dtype=float)]
     with np.errstate(invalid="ignore"):  # scipy's spread of the resampled slopes, some of them nan
         res = stats.bootstrap(rows, slope, n_resamples=n_resamples, confidence_level=level, method="percentile",
-                              vectorized=True, rng=np.random.default_rng(seed))
+                              vectorized=True, random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
