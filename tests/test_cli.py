@@ -278,7 +278,8 @@ def test_kawata_task_exponent_is_claimed_for_any_student_activation(capsys):
                        "--set", "stage2_steps=2", "--set", "stage3_steps=2")
     claim = {c["id"]: c for c in json.loads(out)["claims"]}["kawata2025/global-exponent-rises"]
     assert code in (0, 1) and claim["holds"] is True
-    assert claim["reproduced"].startswith("4 (per-cluster k* = 3") and "relu neuron: not derived" in claim["reproduced"]
+    assert claim["reproduced"].startswith("task exponent 4 along w_g (per-cluster k* = 3)")
+    assert claim["reproduced"].endswith("a vanilla relu neuron: not derived")
 
 
 # --- --set for tuples, and every Config's limits ---------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_airfoil_offline_without_the_data_is_one_line_and_a_run_marks_it_not_run
     with pytest.raises(datasets.DataNotFound) as info:
         airfoil.compare(n_splits=1, download=False)
     assert "\n" not in str(info.value) and "MOETHEORY_DATA" in str(info.value) and "airfoil" in str(info.value)
-    assert paper._airfoil(paper.Config(airfoil_splits=2)) is None
+    assert airfoil.splits_or_none(2) is None
     assert capsys.readouterr().out.startswith("Airfoil analogue not run: moetheory: data set airfoil")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from moetheory import datasets, runtime
+from moetheory import runtime
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.metrics import permutation_match, unit
 from moetheory.papers import Paper
@@ -346,18 +346,6 @@ def _link_sweep(cfg: Config, dev, gen, progress) -> dict:
     return out
 
 
-def _airfoil(cfg: Config) -> list | None:
-    """The Airfoil analogue (:func:`.airfoil.compare`, its defaults) on ``airfoil_splits`` splits; ``None`` (with one
-    line saying why) when the data are not in ``$MOETHEORY_DATA`` or the cache (no download here)."""
-    if not cfg.airfoil_splits:
-        return None
-    try:
-        return airfoil.compare(cfg.airfoil_splits, seed=cfg.seed, download=False)
-    except datasets.DataNotFound as e:
-        print(f"Airfoil analogue not run: {e}")
-        return None
-
-
 def _constants() -> dict:
     """Package constants against an independent route: SymPy exact (linear, ReLU) or Gauss-Hermite (sigmoid)."""
     out = {}
@@ -390,7 +378,7 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
     constants = _constants()
     timings["constants"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    real = _airfoil(config)
+    real = airfoil.splits_or_none(config.airfoil_splits, config.seed)
     timings["airfoil"] = time.perf_counter() - t0
     return Result(config, runtime.device_description(dev), results["sweep"], results["panel"], results["failures"],
                   results["global"], constants, timings, time.perf_counter() - start, results["links"],

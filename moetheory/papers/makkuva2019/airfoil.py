@@ -85,3 +85,15 @@ def compare(n_splits: int = 10, n_experts: int = 3, *, test_size: float = 0.25, 
     return [{"split": s} | split_scores(x, y, n_experts, seed + s, test_size=test_size, n_starts=n_starts,
                                               max_iter=max_iter)
             for s in range(n_splits)]
+
+
+def splits_or_none(n_splits: int, seed: int = 0) -> list | None:
+    """:func:`compare` (its defaults) on ``n_splits`` splits, as a run records it; ``None`` when ``n_splits`` is 0, or
+    (with one line saying why) when the data are not in ``$MOETHEORY_DATA`` or the cache (no download here)."""
+    if not n_splits:
+        return None
+    try:
+        return compare(n_splits, seed=seed, download=False)
+    except datasets.DataNotFound as e:
+        print(f"Airfoil analogue not run: {e}")
+        return None

@@ -56,7 +56,7 @@ PROVENANCE = {  # claim id -> (provenance, source); the paper's text could not b
         "paper (unverified); the panel for ReLU and sigmoid experts and its criterion (that of "
         "orthogonality-needed, fixed for linear experts) are ours"),
     "makkuva2019/airfoil-analogue": (
-        "not read", "abstract (ICML 2019; arXiv v2/v3): 'superior performance to standard baselines' on real data "
+        "abstract", "abstract (ICML 2019; arXiv v2/v3): 'superior performance to standard baselines' on real data "
         "too; arXiv v1's references cite the UCI Airfoil Self-Noise data; the paper's real-data protocol, splits, "
         "number of experts and numbers not read: this analogue (whitening, splits, noise level, baselines) is ours"),
     "makkuva2019/transform-constants": (
