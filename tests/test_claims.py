@@ -257,7 +257,7 @@ def test_makkuva2019_claims_hold_and_fail():
     # Airfoil: TensorEM below both baselines holds (median over splits shown with its range); no data: not run
     assert by_id["makkuva2019/airfoil-analogue"].reproduced.startswith("2 splits: OLS 0.50 (0.50-0.50); TensorEM 0.40")
     unrun = {c.id: c for c in makkuva2019.claims(_makkuva(cfg, airfoil_mse=None))}["makkuva2019/airfoil-analogue"]
-    assert unrun.holds is None and unrun.reproduced == ledger.NOT_RUN and unrun.provenance == "not read"
+    assert unrun.holds is None and unrun.reproduced == ledger.NOT_RUN and unrun.provenance == "abstract"
 
 
 # ------------------------------------------------------------------------------------------------ wang2025

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moetheory import runtime
+from moetheory.metrics import loglog_slope
 from moetheory.papers import wang2025
 from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.deep_moe import (
@@ -94,7 +95,7 @@ def test_construction_matches_interpolation_and_rate(n_experts):
             ref[sel] = np.interp(s[sel], knots, vals)
         assert np.abs(out.double().numpy() - ref).max() < 1e-4
         errs.append(float((out - y).abs().max()))
-    slope = wang2025.loglog_slope([16, 32, 64], errs)
+    slope = loglog_slope([16, 32, 64], errs)
     assert -2.3 < slope < -1.7  # piecewise-linear interpolation of a smooth function: O(m^-2)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from moetheory import runtime
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
+from moetheory.metrics import loglog_slope  # noqa: F401 (the chapter calls wang2025.loglog_slope)
 from moetheory.papers import Paper
 from moetheory.papers.wang2025 import manifolds, pieces
 from moetheory.papers.wang2025.bounds import moe_parameters
