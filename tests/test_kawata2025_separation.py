@@ -78,3 +78,15 @@ def test_separation_dims_validation_names_the_field():
         K.Config(separation_dims=(8,))
     with pytest.raises(ValueError, match="separation_dims"):
         K.Config(separation_dims=(2, 8))
+
+
+def test_stage1_activation_changes_stage1_alone():
+    cfg = K.config("tiny")
+    with pytest.raises(ValueError, match="stage1_activation"):
+        K.run_separation(cfg, "cpu", stage1_activation="tanh")
+    base = K.run_separation(cfg, "cpu")
+    same = K.run_separation(cfg, "cpu", stage1_activation=cfg.separation_activation)  # the default, spelt out
+    other = K.run_separation(cfg, "cpu", stage1_activation="h3")
+    assert same == base
+    assert other["vanilla"] == base["vanilla"]  # the vanilla network runs before stage 1, on the same stream
+    assert other["stage1"] != base["stage1"] or other["stage3"] != base["stage3"]

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from moetheory import runtime
-from moetheory.activations import hermite_activation
-from moetheory.checks import check_int
+from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
+from moetheory.checks import check_choice, check_int
 from moetheory.metrics import overlaps
 from moetheory.papers.kawata2025.data import make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.model import prune, random_unit, route, router_step, sgd_step
 
 __all__ = ["geometric_grid", "first_hit", "loglog_slope", "separation_verdict", "run_separation", "moe_samples",
-           "sample_counts", "recorded_separation", "SLOPE_GAP_MIN", "BAND"]
+           "sample_counts", "recorded_separation", "separation_setting", "SLOPE_GAP_MIN", "BAND"]
 
 SLOPE_GAP_MIN = 0.5  # criterion (fixed before measuring): the lower end of the band of vanilla slope - MoE slope
 # must exceed half the predicted gap (k* + 1) - k* = 1; a gap whose band reaches below 0.5 does not count
@@ -117,7 +117,7 @@ def separation_verdict(dims, vanilla_times, moe_times, n_boot: int = 2000, seed:
 
 
 @torch.no_grad()
-def run_separation(cfg, device="auto") -> dict:
+def run_separation(cfg, device="auto", *, stage1_activation: str | None = None) -> dict:
     """Samples to recover w_g at each d of ``cfg.separation_dims`` (``cfg`` a :class:`~.Config`), seeds batched:
 
     - vanilla: ``separation_width`` neurons on all data; samples until the best ``|<u, w_g>| >= threshold``;
@@ -128,11 +128,16 @@ def run_separation(cfg, device="auto") -> dict:
     Each count is read on :func:`geometric_grid` from its stage's start; a cap (``separation_budget`` steps
     times ``(d / 32)^k*`` for vanilla and ``(d / 32)^(k*-1)`` for stage 3, both at least 64) only censors.
     Returns lists per d of ``(S,)`` sample counts (``inf``: censored): ``vanilla``, ``stage1``, ``stage3``.
+    ``stage1_activation`` (a name of :data:`~moetheory.activations.HERMITE_ACTIVATIONS`; ``None``: the separation's
+    student) changes the student of stage 1 alone: an ablation of the chapter (``benchmarks/``), not a preset.
     """
+    if stage1_activation is not None:
+        check_choice("stage1_activation", stage1_activation, HERMITE_ACTIVATIONS)
     dev = runtime.resolve_device(device)
     out = {"dims": list(cfg.separation_dims), "vanilla": [], "stage1": [], "stage3": []}
     for d in cfg.separation_dims:
-        for key, counts in zip(("vanilla", "stage1", "stage3"), _one_dimension(cfg, d, dev), strict=True):
+        for key, counts in zip(("vanilla", "stage1", "stage3"), _one_dimension(cfg, d, dev, stage1_activation),
+                               strict=True):
             out[key].append(counts.tolist())
     return out
 
@@ -153,15 +158,23 @@ def _train(u, n_steps, lr, step, draw, probe, threshold, stop=True) -> np.ndarra
     return first_hit(best, grid[: best.shape[1]], threshold)
 
 
-def _one_dimension(cfg, d: int, dev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(S,)`` sample counts at dimension ``d``: vanilla, stage 1, stage 3 (:func:`run_separation`)."""
-    from moetheory.papers.kawata2025 import REFERENCE_D, STRONG, WEAK, clip_norm, stage1_schedule
-
+def separation_setting(cfg, d: int, dev):
+    """``(config, generator, problem)`` of the separation at dimension ``d``: ``cfg`` with the separation's student,
+    seeds and ``d``, the global seed and a generator set from its seed, and its problem (as :func:`run_separation`
+    draws them, so that an ablation in ``benchmarks/`` sees the same initialisation and stream)."""
     c = runtime.replace_config(cfg, d=d, activation=cfg.separation_activation, n_seeds=cfg.separation_seeds,
                                more_clusters=(), separation_dims=())
     runtime.seed_everything(c.seed)
     gen = torch.Generator(device=dev).manual_seed(c.seed)
     problem = make_cluster_problem(d, c.n_clusters, rho=c.rho, layout=c.layout, noise_std=c.noise_std, seed=c.seed)
+    return c, gen, problem
+
+
+def _one_dimension(cfg, d: int, dev, stage1_activation=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(S,)`` sample counts at dimension ``d``: vanilla, stage 1, stage 3 (:func:`run_separation`)."""
+    from moetheory.papers.kawata2025 import REFERENCE_D, STRONG, WEAK, clip_norm, stage1_schedule
+
+    c, gen, problem = separation_setting(cfg, d, dev)
     real = dict(dtype=torch.get_default_dtype(), device=dev)
     w_g, w_c = torch.tensor(problem.global_dir[None], **real), torch.tensor(problem.local_dirs, **real)
     act, clip, s, k, m = hermite_activation(c.activation), clip_norm(c), c.n_seeds, problem.k_star, c.n_experts
@@ -170,23 +183,27 @@ def _one_dimension(cfg, d: int, dev) -> tuple[np.ndarray, np.ndarray, np.ndarray
     def draw(n=c.batch):
         return sample_clusters(problem, n, s, generator=gen, device=dev)[:2]
 
-    def plain(u, x, y, lr):
-        sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), act, lr, clip)
+    def plain(student):
+        def step(u, x, y, lr):
+            sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), student, lr, clip)
+
+        return step
 
     # vanilla: separation_width neurons on all data
     u_van = random_unit((s, 1, c.separation_width), d, gen, dev)
     cap_v = max(64, round(c.separation_budget * scale**k))
-    vanilla = _train(u_van, cap_v, c.lr / d, plain, draw,
+    vanilla = _train(u_van, cap_v, c.lr / d, plain(act), draw,
                      lambda u: overlaps(u[:, 0], w_g)[..., 0].max(-1).values.cpu().numpy(), STRONG)
     # MoE stage 1: one-neuron experts on their schedule; the count is the first weak recovery of every w_c
     lr1, t1 = stage1_schedule(c)
     u1 = random_unit((s, 1, m), d, gen, dev)
-    stage1 = _train(u1, t1, lr1, plain, draw,
+    act1 = act if stage1_activation is None else hermite_activation(stage1_activation)
+    stage1 = _train(u1, t1, lr1, plain(act1), draw,
                     lambda u: overlaps(u[:, 0], w_c).max(1).values.min(-1).values.cpu().numpy(), WEAK, stop=False)
     # stage 2: the router with the experts frozen (a fixed budget, not measured), then pruning
     router = torch.zeros(s, m, d, device=dev)
     for _ in range(c.stage2_steps):
-        router_step(router, u1[:, 0], *draw(), act, c.router_lr / c.stage2_steps, c.router_clip)
+        router_step(router, u1[:, 0], *draw(), act1, c.router_lr / c.stage2_steps, c.router_clip)
     x_fit, _ = draw(c.n_fit)
     keep = torch.ones(s, m, dtype=torch.bool, device=dev)
     keep = prune(router, torch.nn.functional.one_hot(route(x_fit, router, keep), m).to(x_fit.dtype).mean(1),

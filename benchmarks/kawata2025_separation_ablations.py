@@ -1,0 +1,125 @@
+"""Ablations of the failed separation of the ``kawata2025`` chapter (section "Why the separation fails here").
+
+Writes ``benchmarks/kawata2025_separation_ablations.json``: samples to recover w_g (``None``: censored) per d and
+seed for each variant below, with the quick preset's separation settings (eight seeds, student (h3+h4)/sqrt 2):
+
+- ``vanilla``: the vanilla network of ``K.run_separation`` (same seeds, so the same counts as the quick record at
+  d <= 32), at d up to 64, with the recovering neuron's ``|<u, v>|`` and ``max_c |<u, w_c>|`` at its first hit;
+- ``vanilla-v-frozen``: the same, with every neuron's component along the cluster-mean direction v held at its
+  random initial value (order d^-1/2, the assumption behind the exponent-4 count) after every step;
+- ``vanilla-v-removed``: that component held at 0 (then the two clusters look alike to a neuron and the global
+  signal cancels at every order: a negative control that must stay censored);
+- ``moe-stage1-longer``: ``K.run_separation`` with stage 1 four times longer (its cap only: the counts it reads
+  are unchanged, the censored ones may finish);
+- ``moe-stage1-h3``: ``K.run_separation(stage1_activation="h3")``: stage 1 with the student h3 its schedule was
+  set for, stage 3 with the generic student, at d up to 48;
+- ``half-step``: ``K.run_separation`` with every SGD step halved and every cap doubled: a run whose count is set
+  by the drift (the population gradient) takes twice the steps at every d, leaving the slopes as they are.
+
+    python benchmarks/kawata2025_separation_ablations.py [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moetheory import runtime
+from moetheory.activations import hermite_activation
+from moetheory.metrics import unit
+from moetheory.papers import kawata2025 as K
+from moetheory.papers.kawata2025.data import sample_clusters
+from moetheory.papers.kawata2025.model import random_unit, sgd_step
+from moetheory.papers.kawata2025.separation import separation_setting
+
+OUT = Path(__file__).with_suffix(".json")
+VANILLA_MODES = ("free", "v-frozen", "v-removed")
+
+
+def hold_v(u, v, target):
+    """Rows of ``u (..., d)`` with their component along the unit ``v`` set to ``target (...)``, unit again."""
+    rest = unit(u - (u @ v)[..., None] * v)
+    return target[..., None] * v + (1 - target**2).clamp_min(0).sqrt()[..., None] * rest
+
+
+@torch.no_grad()
+def vanilla(cfg, d, mode, dev, max_steps):
+    """``(counts, v_overlap, wc_overlap)``, each ``(S,)``: samples until the best ``|<u, w_g>| >= K.STRONG`` and the
+    recovering neuron's overlaps with v and the w_c at that check (``nan``/``inf``: censored). Seeding as in
+    ``K.run_separation``'s vanilla network."""
+    c, gen, problem = separation_setting(cfg, d, dev)
+    real = dict(dtype=torch.get_default_dtype(), device=dev)
+    w_g, w_c = torch.tensor(problem.global_dir, **real), torch.tensor(problem.local_dirs, **real)
+    v = torch.tensor(problem.means[0], **real)
+    act, clip, s = hermite_activation(c.activation), K.clip_norm(c), c.n_seeds
+    u = random_unit((s, 1, c.separation_width), d, gen, dev)
+    target = {"free": None, "v-frozen": (u @ v).clone(), "v-removed": torch.zeros_like(u[..., 0])}[mode]
+    if target is not None:
+        u.copy_(hold_v(u, v, target))
+    cap = min(max_steps, max(64, round(c.separation_budget * (d / K.REFERENCE_D) ** 3)))
+    checks = set(K.geometric_grid(cap).tolist())
+    counts, ov_v, ov_c = np.full(s, np.inf), np.full(s, np.nan), np.full(s, np.nan)
+    for t in range(1, cap + 1):
+        x, y, _ = sample_clusters(problem, c.batch, s, generator=gen, device=dev)
+        sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), act, c.lr / d, clip)
+        if target is not None:
+            u.copy_(hold_v(u, v, target))
+        if t in checks:
+            g = (u[:, 0] @ w_g).abs()  # (S, N)
+            best, j = g.max(-1)
+            rec = u[torch.arange(s), 0, j]  # (S, d) the best neuron
+            new = (best >= K.STRONG).cpu().numpy() & np.isinf(counts)
+            counts[new] = t * c.batch
+            ov_v[new] = (rec @ v).abs().cpu().numpy()[new]
+            ov_c[new] = (rec @ w_c.T).abs().max(-1).values.cpu().numpy()[new]
+            if np.isfinite(counts).all():
+                break
+    return counts, ov_v, ov_c
+
+
+def as_json(a):
+    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=float)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    dev = runtime.setup("cpu", threads=args.threads)
+    cfg = K.config("quick")
+    out = {"script": "benchmarks/kawata2025_separation_ablations.py", "git_revision": runtime.git_revision(),
+           "versions": runtime.versions(), "threads": args.threads, "runs": {}}
+    start = time.perf_counter()
+    for mode, dims, max_steps in (("free", (8, 12, 16, 24, 32, 48, 64), 60_000),
+                                  ("v-frozen", (8, 12, 16, 24, 32, 48), 60_000),
+                                  ("v-removed", (8, 12, 16, 24, 32), 16_000)):
+        t0 = time.perf_counter()
+        rows = [vanilla(cfg, d, mode, dev, max_steps) for d in dims]
+        out["runs"][f"vanilla-{mode}" if mode != "free" else "vanilla"] = {
+            "dims": list(dims), "counts": [as_json(r[0]) for r in rows],
+            "v_overlap": [as_json(r[1]) for r in rows], "wc_overlap": [as_json(r[2]) for r in rows],
+            "seconds": round(time.perf_counter() - t0, 1)}
+        print(mode, round(time.perf_counter() - t0, 1), "s", flush=True)
+    for name, c, kw in (("moe-stage1-longer", runtime.replace_config(cfg, stage1_steps=4 * cfg.stage1_steps), {}),
+                        ("moe-stage1-h3", runtime.replace_config(cfg, separation_dims=(8, 12, 16, 24, 32, 48)),
+                         {"stage1_activation": "h3"}),
+                        ("half-step", runtime.replace_config(cfg, lr=cfg.lr / 2, stage1_steps=2 * cfg.stage1_steps,
+                                                             separation_budget=2 * cfg.separation_budget), {})):
+        t0 = time.perf_counter()
+        sep = K.run_separation(c, dev, **kw)
+        out["runs"][name] = {"dims": sep["dims"], **{k: [as_json(r) for r in sep[k]]
+                                                     for k in ("vanilla", "stage1", "stage3")},
+                             "seconds": round(time.perf_counter() - t0, 1)}
+        print(name, round(time.perf_counter() - t0, 1), "s", flush=True)
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    runtime.write_json_atomic(OUT, out)
+    print(json.dumps({k: v.get("seconds") for k, v in out["runs"].items()}))
+
+
+if __name__ == "__main__":
+    main()
