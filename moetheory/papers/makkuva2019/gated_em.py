@@ -160,19 +160,31 @@ def joint_em(x, y, a, w, nonlinearity: str, noise_std: float, *, max_iter: int =
     return a, w, n_iter
 
 
-def adam_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000, lr: float = 0.02):
-    """Maximum likelihood by full-batch Adam on (A, W[:-1]) from the given start. Returns ``(A, W)``."""
+def _likelihood_descent(x, y, a, w, nonlinearity: str, noise_std: float, steps: int, make_update):
+    """``steps`` updates of (A, W[:-1]) on the mean negative log-likelihood, summed over the independent seeds;
+    ``make_update(a, w_free)`` returns the function that takes one step given the loss. Returns ``(A, W)``."""
     a = a.detach().clone().requires_grad_(True)
     w_free = w[:, :-1].detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([a, w_free], lr=lr)
+    update = make_update(a, w_free)
     for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
         w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
-        loss = -log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum()  # seeds are independent
-        loss.backward()
-        opt.step()
+        update(-log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum())
     w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
     return a.detach(), w_full.detach()
+
+
+def adam_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000, lr: float = 0.02):
+    """Maximum likelihood by full-batch Adam on (A, W[:-1]) from the given start. Returns ``(A, W)``."""
+    def make_update(a, w_free):
+        opt = torch.optim.Adam([a, w_free], lr=lr)
+
+        def update(loss):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return update
+
+    return _likelihood_descent(x, y, a, w, nonlinearity, noise_std, steps, make_update)
 
 
 def gd_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000, step: float = 0.5):
@@ -180,17 +192,15 @@ def gd_mle(x, y, a, w, nonlinearity: str, noise_std: float, *, steps: int = 1000
     the given start: each step subtracts a fixed multiple of the gradient of the mean negative log-likelihood,
     ``step * sigma^2`` for the regressors (whose curvature is at most ``1/sigma^2`` for unit-covariance inputs) and
     ``step`` for the gating (curvature of order one). Returns ``(A, W)``."""
-    a = a.detach().clone().requires_grad_(True)
-    w_free = w[:, :-1].detach().clone().requires_grad_(True)
-    for _ in range(steps):
-        w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
-        loss = -log_likelihood(x, y, a, w_full, nonlinearity, noise_std).sum()  # seeds are independent
-        grad_a, grad_w = torch.autograd.grad(loss, [a, w_free])
-        with torch.no_grad():
-            a -= step * noise_std**2 * grad_a
-            w_free -= step * grad_w
-    w_full = torch.cat([w_free, torch.zeros_like(w_free[:, :1])], 1)
-    return a.detach(), w_full.detach()
+    def make_update(a, w_free):
+        def update(loss):
+            grad_a, grad_w = torch.autograd.grad(loss, [a, w_free])
+            with torch.no_grad():
+                a.sub_(step * noise_std**2 * grad_a)
+                w_free.sub_(step * grad_w)
+        return update
+
+    return _likelihood_descent(x, y, a, w, nonlinearity, noise_std, steps, make_update)
 
 
 def random_start(seeds: int, k: int, d: int, generator: torch.Generator, *, collapsed: bool = False,
