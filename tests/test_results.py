@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from moetheory import papers, runtime
+from moetheory import codehash, papers, runtime
 from moetheory.ledger import NOT_RUN
 from moetheory.reproduce import (
     CONFIG_ADDED,
@@ -57,6 +57,19 @@ def record_problems(data: dict) -> list[str]:
 def test_record_was_made_by_the_committed_code_with_its_preset(path):
     problems = record_problems(json.loads(path.read_text()))
     assert not problems, f"results/{path.name} differs from the code; re-record it:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_record_was_made_by_todays_code(path):
+    """A record is stale when a definition its paper's code had when it was made has since been edited or removed
+    (docstrings, comments, additions, moves and presentation excepted: :mod:`moetheory.codehash`)."""
+    data = json.loads(path.read_text())
+    try:
+        changed = codehash.changed_definitions(data["paper"], data["git_revision"])
+    except ValueError as err:  # not a git checkout, a shallow one, or a dirty record (the test above says so)
+        pytest.skip(str(err))
+    assert not changed, (f"results/{path.name} was made at {data['git_revision'][:10]}; since then its code changed "
+                         f"in {', '.join(changed)}: re-record it")
 
 
 def test_record_problems_names_each_field_that_differs():
