@@ -91,7 +91,8 @@ book-strict: install mathjax ## the book with warnings as errors
 
 # Every built page in headless Chromium, offline: MathJax errors, raw markup, alt text, references, widths at 1400 px
 # (tests/browser/check_pages.py). Without Chromium it prints a notice and passes; MOETHEORY_REQUIRE_BROWSER=1 (CI)
-# makes a missing browser an error. Screenshots of a few pages at 1400 and 412 px go to _build/screenshots/.
+# makes a missing browser an error. Whole-page screenshots (in tiles) of a few pages at 1400 and 412 px go to
+# _build/screenshots/.
 browser-test: install ## the built book checked in headless Chromium (after book-strict)
 	$(PY) tests/browser/check_pages.py --html _build/html --screenshots _build/screenshots
 	@echo "[$$(date +%T)] browser test done"

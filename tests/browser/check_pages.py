@@ -55,10 +55,12 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
     "--allow-file-access-from-files",
 )
-# Pages whose screenshots are kept (the first screen of each, at every checked width)
+# Pages whose screenshots are kept: each whole page, in tiles of SHOT_TILE px from the top, at every checked width
 SCREENSHOT_PAGES = ("book/intro.html", "book/chen2022.html", "book/wang2025.html", "book/ledger.html",
                     "book/references.html")
 PHONE = 412  # px: screenshots are also taken at a phone's width
+SHOT_TILE = {True: 1600, False: 900}  # px: a screenshot is cut into tiles this tall (a wide window, a phone)
+SHOT_MAX = 48000  # px: the tallest window a screenshot is taken in (a taller page is cut there; the log says so)
 
 # Defects the test finds today that need a re-executed chapter to fix, as (page, kind, section, the issue that tracks
 # it): reported, not failed on. One that is no longer found fails the run, so that this list only shrinks. Empty
@@ -328,14 +330,39 @@ def check_site(browser: str, html_root: Path, widths: list[int], report_widths: 
                 print(f"  {width} px {page}: {len(page_findings)} findings ({time.monotonic() - started:.1f} s)",
                       flush=True)
         if screenshots is not None:
-            screenshots.mkdir(parents=True, exist_ok=True)
-            for width in sorted(set(widths + report_widths + [PHONE])):
-                for page in SCREENSHOT_PAGES:
-                    if page in pages:
-                        png = screenshots / f"{page.replace('/', '-').removesuffix('.html')}-{width}.png"
-                        run_browser(browser, page_url(scratch, page, width), width, 1600 if width > 800 else 900,
-                                    budget_ms, [f"--screenshot={png}"], timeout_s=120)
+            shot_widths = sorted(set(widths + report_widths + [PHONE]))
+            info["screenshots"] = take_screenshots(browser, scratch, pages, shot_widths, budget_ms, screenshots)
     return findings, notes, info
+
+
+def take_screenshots(browser: str, scratch: Path, pages: list[str], widths: list[int], budget_ms: int,
+                     folder: Path) -> int:
+    """Whole-page screenshots of :data:`SCREENSHOT_PAGES` at each width: the page's height is measured first (the
+    layout report), the page is shot in one window that tall (at most :data:`SHOT_MAX`), and the shot is cut into
+    tiles of :data:`SHOT_TILE` px, ``<page>-<width>-<tile>.png``, small enough to look at one by one."""
+    from PIL import Image  # matplotlib's dependency
+
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = 0
+    for width in widths:
+        tile = SHOT_TILE[width > 800]
+        for page in (p for p in SCREENSHOT_PAGES if p in pages):
+            url = page_url(scratch, page, width)
+            proc = run_browser(browser, url, width, tile, budget_ms, ["--dump-dom"], 120)
+            height = (layout_report(BeautifulSoup(proc.stdout, "html.parser")) or {}).get("height") or tile
+            if height > SHOT_MAX:
+                print(f"  screenshots: {page} at {width} px is {height} px tall; shot down to {SHOT_MAX} px")
+            stem, whole = page.replace("/", "-").removesuffix(".html"), folder / "whole.png"
+            run_browser(browser, url, width, min(height, SHOT_MAX), budget_ms, [f"--screenshot={whole}"], 300)
+            if not whole.is_file():
+                continue
+            with Image.open(whole) as shot:
+                for i, top in enumerate(range(0, shot.height, tile)):
+                    shot.crop((0, top, shot.width, min(top + tile, shot.height))).save(
+                        folder / f"{stem}-{width}-{i + 1:02d}.png", optimize=True)
+                    taken += 1
+            whole.unlink()
+    return taken
 
 
 def split_known(findings: list[Finding], pages: list[str]) -> tuple[list[Finding], list[str], list[str]]:
@@ -392,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"browser-test: {info['pages']} pages, {len(findings)} findings, {len(known)} known defects, "
           f"{info['code_blocks_scrolling']} of "
           f"{info['code_blocks']} code blocks scroll sideways (not a failure), {time.monotonic() - started:.0f} s"
-          + (f"; screenshots in {screenshots}" if screenshots else ""))
+          + (f"; {info.get('screenshots', 0)} screenshots in {screenshots}" if screenshots else ""))
     return 1 if findings or gone else 0
 
 

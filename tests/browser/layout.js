@@ -27,7 +27,7 @@
     var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
     var col = column.getBoundingClientRect();
     var report = {window: want ? Math.min(window.innerWidth, +want[1]) : window.innerWidth, column: Math.round(col.width), typeset: typeset, wide: [],
-                  code_blocks: 0, code_blocks_scrolling: 0};
+                  code_blocks: 0, code_blocks_scrolling: 0, height: document.documentElement.scrollHeight};
     function check(kind, el, box) {
       var r = box.getBoundingClientRect();
       if (r.width === 0) return;  // hidden (a closed dropdown): measured when opened, not here
