@@ -8,7 +8,8 @@ reference: a plain implementation of the official maths for one run: eight
 ``Conv1d(1, 16, 50, stride=50)`` experts evaluated on every row in a Python loop, the linear router on the patch
 sum plus U[0, 1) noise, top-1 mask, the raw noisy gate times the expert output, softmax + cross-entropy,
 normalized GD on each expert and SGD on the router. The two are timed in turns (medians), so that both see the
-same load on a shared machine.
+same load on a shared machine. Both compute in the dtype the chapter computes in on a CPU (float64:
+:func:`moetheory.runtime.compute_dtype`), unless ``--dtype`` says otherwise.
 
     python benchmarks/chen2022.py --json    # one JSON line
 """
@@ -106,13 +107,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds batched in our step (default 10, as paper)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=str(runtime.compute_dtype("cpu"))[6:],
+                        help="floating type of both (default: the chapters' on a CPU, %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     threads = runtime.set_threads(1)
+    torch.set_default_dtype(getattr(torch, args.dtype))  # data, models and the reference are made in it
     data = make_chen_clusters("S1")
     ours, ref = measure(data, args.seeds, args.repeats)
     out = {"ours_ms_per_epoch_per_seed": round(ours, 2), "reference_ms_per_epoch": round(ref, 2),
-           "ratio": round(ref / ours, 1), "seeds": args.seeds, "threads": threads}
+           "ratio": round(ref / ours, 1), "seeds": args.seeds, "threads": threads, "dtype": args.dtype}
     print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
 
