@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from moetheory import runtime
+from moetheory import ledger, runtime
 from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 from moetheory.papers.chen2022 import bound as bound_rule
-from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.chen2022 import extras, patch_moe
 from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.papers.chen2022.table1 import (  # noqa: F401  (re-exported: the chapter and tests read them here)
     BOUND_LIMIT,
@@ -77,6 +77,10 @@ class Config:
     bound_seeds: int = 1  # runs per activation for the Theorem 4.1 test
     bound_epochs: int = 801  # Adam epochs of those runs
     ablation: bool = True  # also train the cubic MoE with the paper's softmax gate on settings[0]
+    # ablations on S1 (chen2022.extras): the official load-balancing loss and a router without noise, both
+    # expert kinds, trained as Table 1's MoEs; () skips them (their claims: not run)
+    extra_ablations: tuple[str, ...] = extras.ABLATIONS
+    balance_weight: float = 1e-4  # official synthetic_demo notebooks (the entropy notebooks: 1e-3)
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -104,6 +108,7 @@ class Config:
             raise ValueError("bound_activations must name at least one activation; got ()")
         for act in self.bound_activations:
             check_choice("bound_activations", act, ACTIVATIONS)
+        extras.check_config(self)
 
 
 PRESETS = {
@@ -133,6 +138,7 @@ class Result:
     bound: dict = field(default_factory=dict)  # (data set, activation) -> SingleRecord, D_alpha = D_gamma data
     bound_rule: dict = field(default_factory=dict)  # data set -> test accuracy % of the non-additive rule
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
+    extras: dict = field(default_factory=dict)  # (ablation, activation) -> MoERecord on S1 (chen2022.extras)
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -179,7 +185,8 @@ class Result:
     def metrics(self) -> dict:
         out = {"table": self.table(), "per_seed": self.per_seed(), "second_reference": self.second_reference(),
                "bound": {f"{s}-{act}": _stats(rec.test_accuracy) for (s, act), rec in self.bound.items()},
-               "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()}}
+               "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()},
+               "ablations": extras.table(self.extras, _row)}
         for (setting, act), rec in self.moe.items():
             key = f"{setting}-{act}"
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
@@ -240,6 +247,8 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             for act in ("cubic", "linear"):
                 result.single[(setting, act)] = _train_single(config, data, act, config.n_seeds,
                                                               config.single_epochs, bar(f"{setting} single {act}"))
+    result.extras = extras.run(config, lambda s: make_chen_clusters(s, config.n_train, config.n_test).to(dev),
+                               dev, bar)
     for setting in config.bound_settings:
         data = make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
         result.bound_rule[setting] = bound_rule.rule_accuracy(data)
@@ -265,9 +274,17 @@ def claims(result: Result) -> list[Claim]:
     control; those whose runs the config left out are `not run`."""
     cfg = result.config
     return [*moe_claims(result, cfg.n_seeds), *single_claims(result, cfg.single_filters),
-            *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
+            *bound_claims(result, cfg.bound_activations, cfg.bound_filters),
+            *extras.claims(result.extras, cfg)]
+
+
+def provenance_with_extras(claim_id: str, config: dict | None = None) -> dict:
+    """:func:`provenance_of`, also for the ablation claims (:data:`.extras.PROVENANCE`)."""
+    if claim_id in extras.PROVENANCE:
+        return ledger.provenance_entry(extras.PROVENANCE, claim_id)
+    return provenance_of(claim_id, config)
 
 
 PAPER = Paper(name="chen2022",
               title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
-              config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_with_extras)

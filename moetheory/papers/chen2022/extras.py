@@ -1,0 +1,153 @@
+"""Chen et al. (2022)'s ablations: the official load-balancing loss and a router without noise.
+
+Used by the chen2022 chapter through :mod:`moetheory.papers.chen2022`. Both train the MoEs of Table 1 (linear
+and cubic experts) on S1 exactly as :func:`.patch_moe.train_moe` does, with one change each, read from the
+official code (uclaml/MoE at 0b0853f, synthetic_demo_s<k>.ipynb):
+
+- ``balance``: the loss gains ``w * E^2 * mean_m(mean_n(h~_nm) * f_m)``, with ``h~`` the noisy router logits
+  (not softmax probabilities) and ``f_m`` the fraction of examples routed to expert m (no gradient through it);
+  ``w = 1e-4`` in the demo notebooks (1e-3 in the entropy notebooks); no committed official run uses it.
+- ``no_noise``: the official router's ``noise=False`` branch: instead of fresh U[0, 1) noise at every step, a
+  tie-breaking N(0, 1e-5^2) draw fixed once per example (the zero-initialised router would otherwise tie).
+
+The router noise can also be drawn once and kept (``fixed``), as in the official entropy notebooks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from moetheory import ledger, routing
+from moetheory.checks import check_choice, check_float
+from moetheory.ledger import NOT_RUN, Claim
+from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.chen2022.table1 import OFFICIAL_CODE, SLUG_ACT, mean
+
+ABLATIONS = ("balance", "no_noise")
+NOISE_MODES = ("fresh", "fixed", "none")  # U[0,1) every step; U[0,1) drawn once; fixed N(0, 1e-5^2) tie-break
+TIE_BREAK_STD = 1e-5  # the official router's tie-breaking noise when noise=False
+THIRD_PARTY_BALANCE = {  # MoE with load balancing, (mean, std) accuracy % and dispatch entropy (third party)
+    "linear": ((93.81, 1.10), (1.272, 0.037)),
+    "cubic": ((99.39, 0.33), (0.083, 0.095)),
+}
+_SOURCE = ("third-party summaries of the paper's load-balancing ablation (paper text not read; setting taken "
+           "as S1, Table 1's first column); the weight and the form of the loss from the official "
+           f"synthetic_demo_s1.ipynb ({OFFICIAL_CODE}), where no committed run uses it")
+PROVENANCE = {  # claim id -> (provenance, source); read by provenance_of beside table1.PROVENANCE
+    f"chen2022/load-balancing-{slug}-{kind}": ("third party", _SOURCE)
+    for slug in SLUG_ACT for kind in ("accuracy", "entropy")
+}
+
+
+def check_config(config) -> None:
+    """The ablation fields of a chen2022 ``Config``."""
+    for name in config.extra_ablations:
+        check_choice("extra_ablations", name, ABLATIONS)
+    check_float("balance_weight", config.balance_weight, 0.0)
+
+
+class OfficialRouter(routing.Router):
+    """The official top-1 router ``h(x) + noise`` with the raw noisy logit as gate, its noise drawn fresh at every
+    call (``fresh``), once per input size and then kept (``fixed``), or a fixed tie-break (``none``).
+
+    ``last_noisy`` holds the noisy logits ``(S, n, E)`` of the last call (the load-balancing loss reads them).
+    """
+
+    def __init__(self, d_in: int, n_experts: int, *, n_seeds: int, mode: str, seed: int):
+        super().__init__(d_in, n_experts, 1, n_seeds=n_seeds, noise="uniform", combine="raw",
+                         noise_at_eval=True, init_std=0.0)
+        self.mode = check_choice("mode", mode, NOISE_MODES)
+        self.kept: dict[int, torch.Tensor] = {}  # rows -> the fixed noise (the official code: one per data set)
+        self.draws = torch.Generator().manual_seed(seed)
+        self.last_noisy: torch.Tensor | None = None
+
+    def noise_for(self, clean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.mode == "fresh":
+            return routing._noise_like(clean, "uniform", generator)
+        n = clean.shape[1]
+        if n not in self.kept:
+            shape = clean.shape
+            draw = (torch.rand(shape, generator=self.draws) if self.mode == "fixed"
+                    else torch.randn(shape, generator=self.draws) * TIE_BREAK_STD)
+            self.kept[n] = draw.to(clean.device, clean.dtype)
+        return self.kept[n]
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> routing.Routing:
+        clean = self.logits(x)
+        noisy = clean + self.noise_for(clean, generator)
+        self.last_noisy = noisy
+        value, index = noisy.max(-1, keepdim=True)
+        return routing.Routing(index=index, weight=value, logits=clean)
+
+
+def official_balance_loss(noisy: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per seed ``(S,)``: ``E^2 * mean_m(mean_n(noisy_nm) * f_m)`` for noisy logits ``(S, n, E)`` and top-1
+    choices ``index`` ``(S, n, 1)``; ``f_m`` (the fraction routed to m) carries no gradient, as officially."""
+    n_experts = noisy.shape[-1]
+    counts = torch.zeros_like(noisy).scatter_add(-1, index, torch.ones_like(index, dtype=noisy.dtype))
+    fraction = counts.mean(1).detach()  # (S, E)
+    return (noisy.mean(1) * fraction).mean(-1) * n_experts ** 2
+
+
+def make_moe(config, dim: int, activation: str, mode: str, device) -> patch_moe.MoEState:
+    """A batch of the config's MoEs whose router is :class:`OfficialRouter` with noise ``mode``."""
+    model = patch_moe.make_moe(config.n_seeds, dim, n_experts=config.n_experts, n_filters=config.expert_filters,
+                               activation=activation, init_scale=config.expert_init_scale, seed=config.seed,
+                               device=device)
+    model.router = OfficialRouter(dim, config.n_experts, n_seeds=config.n_seeds, mode=mode,
+                                  seed=config.seed + 2).to(device)
+    return model
+
+
+def train(config, data, ablation: str, activation: str, device, progress=None) -> patch_moe.MoERecord:
+    """One ablation (:data:`ABLATIONS`) of the MoE with ``activation`` experts, trained as Table 1's."""
+    check_choice("ablation", ablation, ABLATIONS)
+    model = make_moe(config, data.train_x.shape[-1], activation, "none" if ablation == "no_noise" else "fresh",
+                     device)
+    extra = None
+    if ablation == "balance":
+        def extra(route):
+            return config.balance_weight * official_balance_loss(model.router.last_noisy, route.index)
+    return patch_moe.train_moe(model, data, epochs=config.moe_epochs, expert_lr=config.expert_lr,
+                               router_lr=config.router_lr, stop_margin=config.stop_margin,
+                               stop_loss=config.stop_loss, progress=progress, extra_loss=extra)
+
+
+def run(config, data_of, device, bar) -> dict:
+    """``(ablation, activation) -> MoERecord`` on S1 (nothing when S1 is not among the settings);
+    ``data_of(setting)`` makes the data, ``bar(desc)`` a progress wrapper."""
+    if "S1" not in config.settings or not config.extra_ablations:
+        return {}
+    data = data_of("S1")
+    return {(ab, act): train(config, data, ab, act, device, bar(f"S1 MoE {act} {ab}"))
+            for ab in config.extra_ablations for act in ("cubic", "linear")}
+
+
+def table(records: dict, row) -> list[dict]:
+    """Rows of the ablation table (``row(model, setting, acc, ent, epochs)`` formats one)."""
+    names = {"balance": "load balancing", "no_noise": "router without noise"}
+    return [row(f"MoE {'linear' if act == 'linear' else 'nonlinear'}, {names[ab]}", "S1", rec.test_accuracy,
+                rec.entropy, rec.epochs) for (ab, act), rec in records.items()]
+
+
+def claims(records: dict, config) -> list[Claim]:
+    """The load-balancing MoEs beside the third-party numbers (S1); `not run` when they did not run. The router
+    without noise has no number to compare with: it is a table, not a claim."""
+    out = []
+    for slug, act in SLUG_ACT.items():
+        rec = records.get(("balance", act))
+        for i, kind in enumerate(("accuracy", "entropy")):
+            ref_m, ref_s = THIRD_PARTY_BALANCE[act][i]
+            if rec is None:
+                ours, holds = NOT_RUN, None
+            else:
+                ours = round(mean(rec.test_accuracy if kind == "accuracy" else rec.entropy), 2)
+                holds = abs(ours - ref_m) <= 2 * ref_s
+            what = "mean test accuracy (%)" if kind == "accuracy" else "mean final dispatch entropy"
+            cid = f"chen2022/load-balancing-{slug}-{kind}"
+            out.append(Claim(
+                cid, f"S1: {what} of the MoE with {slug} experts and the official load-balancing loss "
+                f"(weight {config.balance_weight:g})", f"{ref_m} ± {ref_s}", ours, holds,
+                criterion=f"mean of {config.n_seeds} seeds within the third-party mean ± 2 std",
+                **ledger.provenance_entry(PROVENANCE, cid)))
+    return out
