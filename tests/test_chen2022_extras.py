@@ -128,6 +128,8 @@ def test_config_errors_name_the_parameter():
         chen2022.Config(extra_ablations=("dropout",))
     with pytest.raises(ValueError, match="balance_weight"):
         chen2022.Config(balance_weight=-1.0)
+    with pytest.raises(ValueError, match="entropy_settings"):
+        chen2022.Config(entropy_settings=("S3",))  # the official entropy notebooks: S1 and S2
     with pytest.raises(ValueError, match="mode"):
         _router("sometimes")
     with pytest.raises(ValueError, match="ablation"):
@@ -146,6 +148,15 @@ def test_tiny_ablations_end_to_end_and_not_run_when_left_out():
     assert len(rows) == 4 and all(r["setting"] == "S1" for r in rows)
     for cid in BALANCE_IDS:
         assert chen2022.PAPER.provenance(cid)["provenance"] == "third party"
-    none = chen2022.run(chen2022.Config(**{**runtime.config_dict(cfg), "extra_ablations": ()}), device="cpu")
+    # the official entropy protocol: fixed noise, every epoch (no early stopping), the official means beside
+    assert set(result.entropy_protocol) == {("S1", "cubic"), ("S1", "linear")}
+    assert all(rec.epochs.tolist() == [cfg.moe_epochs] * cfg.n_seeds for rec in result.entropy_protocol.values())
+    curve = result.metrics()["entropy_protocol"]["S1-cubic"]
+    assert len(curve["mean"]) == len(curve["std"]) == cfg.moe_epochs
+    assert curve["official_mean"][0] == pytest.approx(1.386)  # ln 4: the zero router sends uniformly
+    assert curve["mean"][0] > 1.2  # ours starts near uniform too (512 examples, 8 experts)
+    off = {**runtime.config_dict(cfg), "extra_ablations": (), "entropy_settings": ()}
+    none = chen2022.run(chen2022.Config(**off), device="cpu")
+    assert none.entropy_protocol == {}
     skipped = {c.id: c for c in chen2022.claims(none) if c.id in BALANCE_IDS}
     assert all(c.holds is None and c.reproduced == "not run" for c in skipped.values())

@@ -9,7 +9,7 @@ and their training), :mod:`.patch_cnn` (the patch CNN's kernels) and :mod:`.data
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -81,6 +81,8 @@ class Config:
     # expert kinds, trained as Table 1's MoEs; () skips them (their claims: not run)
     extra_ablations: tuple[str, ...] = extras.ABLATIONS
     balance_weight: float = 1e-4  # official synthetic_demo notebooks (the entropy notebooks: 1e-3)
+    # the official entropy protocol (fixed noise, per-tensor normalised GD, all moe_epochs) on these settings
+    entropy_settings: tuple[str, ...] = ("S1", "S2")
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -123,6 +125,10 @@ PRESETS = {
     "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu")),
     "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
 }
+# chen2022.extras per scale: the ablations run at every scale; the official entropy protocol (every epoch of
+# both MoEs on S1 and S2, no early stopping) at paper scale, and on S1 in the tiny preset's few epochs
+EXTRAS_AT = {"tiny": {"entropy_settings": ("S1",)}, "quick": {"entropy_settings": ()}, "paper": {}}
+PRESETS = {scale: replace(cfg, **EXTRAS_AT[scale]) for scale, cfg in PRESETS.items()}
 
 
 def config(scale: str) -> Config:
@@ -139,6 +145,7 @@ class Result:
     bound_rule: dict = field(default_factory=dict)  # data set -> test accuracy % of the non-additive rule
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
     extras: dict = field(default_factory=dict)  # (ablation, activation) -> MoERecord on S1 (chen2022.extras)
+    entropy_protocol: dict = field(default_factory=dict)  # (setting, activation) -> MoERecord (chen2022.extras)
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -186,7 +193,8 @@ class Result:
         out = {"table": self.table(), "per_seed": self.per_seed(), "second_reference": self.second_reference(),
                "bound": {f"{s}-{act}": _stats(rec.test_accuracy) for (s, act), rec in self.bound.items()},
                "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()},
-               "ablations": extras.table(self.extras, _row)}
+               "ablations": extras.table(self.extras, _row),
+               "entropy_protocol": extras.entropy_curves(self.entropy_protocol)}
         for (setting, act), rec in self.moe.items():
             key = f"{setting}-{act}"
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
@@ -247,8 +255,11 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             for act in ("cubic", "linear"):
                 result.single[(setting, act)] = _train_single(config, data, act, config.n_seeds,
                                                               config.single_epochs, bar(f"{setting} single {act}"))
-    result.extras = extras.run(config, lambda s: make_chen_clusters(s, config.n_train, config.n_test).to(dev),
-                               dev, bar)
+    def data_of(setting):
+        return make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
+
+    result.extras = extras.run(config, data_of, dev, bar)
+    result.entropy_protocol = extras.run_entropy(config, data_of, dev, bar)
     for setting in config.bound_settings:
         data = make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
         result.bound_rule[setting] = bound_rule.rule_accuracy(data)

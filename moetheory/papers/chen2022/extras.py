@@ -10,7 +10,10 @@ official code (uclaml/MoE at 0b0853f, synthetic_demo_s<k>.ipynb):
 - ``no_noise``: the official router's ``noise=False`` branch: instead of fresh U[0, 1) noise at every step, a
   tie-breaking N(0, 1e-5^2) draw fixed once per example (the zero-initialised router would otherwise tie).
 
-The router noise can also be drawn once and kept (``fixed``), as in the official entropy notebooks.
+The official entropy protocol (entropy_change_s1/s2.ipynb, the paper's entropy-over-training figure) differs
+from Table 1's: the router noise is drawn once per run and kept (``fixed``), each expert's weight and bias
+gradients are normalised separately, and every one of the 501 epochs runs (no early stopping); 10 runs.
+:func:`run_entropy` trains that protocol so that its curves compare like with like with the official means.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ THIRD_PARTY_BALANCE = {  # MoE with load balancing, (mean, std) accuracy % and d
 _SOURCE = ("third-party summaries of the paper's load-balancing ablation (paper text not read; setting taken "
            "as S1, Table 1's first column); the weight and the form of the loss from the official "
            f"synthetic_demo_s1.ipynb ({OFFICIAL_CODE}), where no committed run uses it")
+OFFICIAL_ENTROPY_EPOCHS = (0, 50, 100, 200, 500)
+OFFICIAL_ENTROPY = {  # (setting, activation) -> mean dispatch entropy of 10 official runs at those epochs
+    ("S1", "cubic"): (1.386, 0.705, 0.234, 0.120, 0.135),
+    ("S1", "linear"): (1.386, 1.188, 1.219, 1.254, 1.285),
+    ("S2", "cubic"): (1.385, 0.720, 0.278, 0.220, 0.257),
+    ("S2", "linear"): (1.385, 1.123, 1.135, 1.154, 1.191),
+}
+OFFICIAL_ENTROPY_SOURCE = (f"official code: entropy_change_records/*.pt of {OFFICIAL_CODE} (entropy_change_s1/s2"
+                           ".ipynb, plotted by plot.ipynb); fixed noise, per-tensor normalised GD, no early stop")
 PROVENANCE = {  # claim id -> (provenance, source); read by provenance_of beside table1.PROVENANCE
     f"chen2022/load-balancing-{slug}-{kind}": ("third party", _SOURCE)
     for slug in SLUG_ACT for kind in ("accuracy", "entropy")
@@ -44,6 +56,8 @@ def check_config(config) -> None:
     for name in config.extra_ablations:
         check_choice("extra_ablations", name, ABLATIONS)
     check_float("balance_weight", config.balance_weight, 0.0)
+    for setting in config.entropy_settings:
+        check_choice("entropy_settings", setting, ("S1", "S2"))  # the official entropy notebooks
 
 
 class OfficialRouter(routing.Router):
@@ -121,6 +135,34 @@ def run(config, data_of, device, bar) -> dict:
     data = data_of("S1")
     return {(ab, act): train(config, data, ab, act, device, bar(f"S1 MoE {act} {ab}"))
             for ab in config.extra_ablations for act in ("cubic", "linear")}
+
+
+def run_entropy(config, data_of, device, bar) -> dict:
+    """``(setting, activation) -> MoERecord`` of the official entropy protocol on ``config.entropy_settings``."""
+    out = {}
+    for setting in config.entropy_settings:
+        data = data_of(setting)
+        for act in ("cubic", "linear"):
+            model = make_moe(config, data.train_x.shape[-1], act, "fixed", device)
+            out[(setting, act)] = patch_moe.train_moe(
+                model, data, epochs=config.moe_epochs, expert_lr=config.expert_lr, router_lr=config.router_lr,
+                early_stopping=False, per_tensor=True, progress=bar(f"{setting} MoE {act}, entropy protocol"))
+    return out
+
+
+def entropy_curves(records: dict) -> dict:
+    """``"<setting>-<activation>"`` -> per-epoch mean and std (ddof 0) of the dispatch entropy over seeds, with
+    the official means at their epochs where they exist."""
+    out = {}
+    for (setting, act), rec in records.items():
+        hist = rec.entropy_history.double()  # (T, S)
+        out[f"{setting}-{act}"] = {
+            "mean": [round(float(v), 4) for v in hist.mean(1)],
+            "std": [round(float(v), 4) for v in hist.std(1, correction=0)],
+            "test_accuracy": [round(v, 2) for v in rec.test_accuracy.tolist()],
+            "official_epochs": list(OFFICIAL_ENTROPY_EPOCHS),
+            "official_mean": list(OFFICIAL_ENTROPY[(setting, act)])}
+    return out
 
 
 def table(records: dict, row) -> list[dict]:
