@@ -160,3 +160,27 @@ def test_tiny_ablations_end_to_end_and_not_run_when_left_out():
     assert none.entropy_protocol == {}
     skipped = {c.id: c for c in chen2022.claims(none) if c.id in BALANCE_IDS}
     assert all(c.holds is None and c.reproduced == "not run" for c in skipped.values())
+
+
+def _record(acc, ent):
+    s = len(acc)
+    z = torch.zeros(s)
+    return patch_moe.MoERecord(torch.tensor(acc), z, torch.tensor(ent), z[None], z[None], torch.zeros(1, s, 2, 2),
+                               torch.zeros(s, 2, 2), torch.zeros(s, 2, 2), torch.ones(s, dtype=torch.long))
+
+
+def test_balance_claims_hold_inside_the_third_party_band_and_fail_outside():
+    """Criterion: our mean within the third-party mean ± 2 std. Cubic accuracy 99.39 ± 0.33: 98.8 holds (0.59 below),
+    98.6 fails (0.79 below); linear entropy 1.272 ± 0.037: 1.34 holds, 1.35 fails."""
+    cfg = chen2022.config("quick")
+
+    def verdicts(cubic_acc, linear_ent):
+        records = {("balance", "cubic"): _record([cubic_acc] * 3, [0.08] * 3),
+                   ("balance", "linear"): _record([93.8] * 3, [linear_ent] * 3),
+                   ("no_noise", "cubic"): _record([10.0] * 3, [1.4] * 3)}  # no claim: a table row only
+        return {c.id: c.holds for c in extras.claims(records, cfg)}
+    good = verdicts(98.8, 1.34)
+    assert set(good) == BALANCE_IDS and all(good.values())
+    bad = verdicts(98.6, 1.35)
+    assert {i for i, h in bad.items() if not h} == {"chen2022/load-balancing-nonlinear-accuracy",
+                                                    "chen2022/load-balancing-linear-entropy"}
