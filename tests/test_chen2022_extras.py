@@ -130,6 +130,10 @@ def test_config_errors_name_the_parameter():
         chen2022.Config(balance_weight=-1.0)
     with pytest.raises(ValueError, match="entropy_settings"):
         chen2022.Config(entropy_settings=("S3",))  # the official entropy notebooks: S1 and S2
+    with pytest.raises(ValueError, match="sweep_filters"):
+        chen2022.Config(sweep_filters=(81,))
+    with pytest.raises(ValueError, match="sweep_seeds"):
+        chen2022.Config(sweep_seeds=0)
     with pytest.raises(ValueError, match="mode"):
         _router("sometimes")
     with pytest.raises(ValueError, match="ablation"):
@@ -138,8 +142,14 @@ def test_config_errors_name_the_parameter():
 
 def test_tiny_ablations_end_to_end_and_not_run_when_left_out():
     base = runtime.config_dict(chen2022.config("tiny"))
-    cfg = chen2022.Config(**{**base, "single_settings": (), "bound_settings": ()})
+    cfg = chen2022.Config(**{**base, "bound_settings": (), "sweep_filters": (4, 80)})
     result = chen2022.run(cfg, device="cpu")
+    # the width sweep: every (setting, width, activation); Table 1's 80-filter singles reused, not retrained
+    assert set(result.sweep) == {("S1", w, act) for w in (4, 80) for act in ("linear", "cubic")}
+    assert result.sweep[("S1", 80, "cubic")] is result.single[("S1", "cubic")]
+    assert len(result.sweep[("S1", 4, "linear")].test_accuracy) == cfg.sweep_seeds
+    sweep = {(r["filters"], r["activation"]): r for r in result.metrics()["single_sweep"]}
+    assert sweep[(80, "cubic")]["official"] == 79.57 and sweep[(4, "cubic")]["official"] is None
     assert set(result.extras) == {(ab, act) for ab in extras.ABLATIONS for act in ("cubic", "linear")}
     claims = {c.id: c for c in chen2022.claims(result)}
     assert BALANCE_IDS <= set(claims)
@@ -155,7 +165,8 @@ def test_tiny_ablations_end_to_end_and_not_run_when_left_out():
     assert len(curve["mean"]) == len(curve["std"]) == cfg.moe_epochs
     assert curve["official_mean"][0] == pytest.approx(1.386)  # ln 4: the zero router sends uniformly
     assert curve["mean"][0] > 1.2  # ours starts near uniform too (512 examples, 8 experts)
-    off = {**runtime.config_dict(cfg), "extra_ablations": (), "entropy_settings": ()}
+    off = {**runtime.config_dict(cfg), "extra_ablations": (), "entropy_settings": (), "sweep_settings": (),
+           "single_settings": ()}
     none = chen2022.run(chen2022.Config(**off), device="cpu")
     assert none.entropy_protocol == {}
     skipped = {c.id: c for c in chen2022.claims(none) if c.id in BALANCE_IDS}

@@ -83,6 +83,10 @@ class Config:
     balance_weight: float = 1e-4  # official synthetic_demo notebooks (the entropy notebooks: 1e-3)
     # the official entropy protocol (fixed noise, per-tensor normalised GD, all moe_epochs) on these settings
     entropy_settings: tuple[str, ...] = ("S1", "S2")
+    # single CNNs on these settings at every width (the official notebooks: 80/128/512 filters, one run each)
+    sweep_settings: tuple[str, ...] = ("S1", "S2", "S3", "S4")
+    sweep_filters: tuple[int, ...] = (80, 128, 512)
+    sweep_seeds: int = 3  # runs per (setting, width, activation)
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -126,8 +130,10 @@ PRESETS = {
     "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
 }
 # chen2022.extras per scale: the ablations run at every scale; the official entropy protocol (every epoch of
-# both MoEs on S1 and S2, no early stopping) at paper scale, and on S1 in the tiny preset's few epochs
-EXTRAS_AT = {"tiny": {"entropy_settings": ("S1",)}, "quick": {"entropy_settings": ()}, "paper": {}}
+# both MoEs on S1 and S2, no early stopping) and the single CNNs' width sweep (S1-S4 x 80/128/512 filters) at
+# paper scale, and on S1 in the tiny preset's few epochs
+EXTRAS_AT = {"tiny": {"entropy_settings": ("S1",), "sweep_settings": ("S1",), "sweep_filters": (4, 8)},
+             "quick": {"entropy_settings": (), "sweep_settings": ()}, "paper": {}}
 PRESETS = {scale: replace(cfg, **EXTRAS_AT[scale]) for scale, cfg in PRESETS.items()}
 
 
@@ -146,6 +152,7 @@ class Result:
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
     extras: dict = field(default_factory=dict)  # (ablation, activation) -> MoERecord on S1 (chen2022.extras)
     entropy_protocol: dict = field(default_factory=dict)  # (setting, activation) -> MoERecord (chen2022.extras)
+    sweep: dict = field(default_factory=dict)  # (setting, filters, activation) -> SingleRecord (chen2022.extras)
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -194,7 +201,8 @@ class Result:
                "bound": {f"{s}-{act}": _stats(rec.test_accuracy) for (s, act), rec in self.bound.items()},
                "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()},
                "ablations": extras.table(self.extras, _row),
-               "entropy_protocol": extras.entropy_curves(self.entropy_protocol)}
+               "entropy_protocol": extras.entropy_curves(self.entropy_protocol),
+               "single_sweep": extras.sweep_table(self.sweep)}
         for (setting, act), rec in self.moe.items():
             key = f"{setting}-{act}"
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
@@ -260,6 +268,9 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
 
     result.extras = extras.run(config, data_of, dev, bar)
     result.entropy_protocol = extras.run_entropy(config, data_of, dev, bar)
+    result.sweep = extras.run_sweep(  # reuses Table 1's single runs (their own seed count) at their width
+        config, data_of, lambda data, act, n, width, progress: _train_single(
+            config, data, act, n, config.single_epochs, progress, width), result.single, bar)
     for setting in config.bound_settings:
         data = make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
         result.bound_rule[setting] = bound_rule.rule_accuracy(data)

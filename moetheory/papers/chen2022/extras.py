@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from moetheory import ledger, routing
-from moetheory.checks import check_choice, check_float
+from moetheory.checks import check_choice, check_float, check_int
 from moetheory.ledger import NOT_RUN, Claim
 from moetheory.papers.chen2022 import patch_moe
 from moetheory.papers.chen2022.table1 import OFFICIAL_CODE, SLUG_ACT, mean
@@ -45,6 +45,14 @@ OFFICIAL_ENTROPY = {  # (setting, activation) -> mean dispatch entropy of 10 off
 }
 OFFICIAL_ENTROPY_SOURCE = (f"official code: entropy_change_records/*.pt of {OFFICIAL_CODE} (entropy_change_s1/s2"
                            ".ipynb, plotted by plot.ipynb); fixed noise, per-tensor normalised GD, no early stop")
+OFFICIAL_SINGLES = {  # (setting, filters) -> official printout, one run each: test accuracy % (linear, cubic)
+    ("S1", 80): (68.31, 79.57), ("S2", 80): (68.22, 77.38), ("S3", 80): (74.30, 73.72), ("S4", 80): (74.28, 70.26),
+    ("S1", 128): (70.94, 78.54), ("S2", 128): (69.56, 74.04), ("S3", 128): (74.81, 72.71),
+    ("S4", 128): (74.63, 68.60),
+    ("S1", 512): (68.92, 72.64), ("S2", 512): (63.04, 52.09), ("S3", 512): (74.54, 67.78),
+    ("S4", 512): (72.98, 61.65),
+}
+OFFICIAL_SINGLES_SOURCE = f"official code: printouts of synthetic_demo_s1..s4.ipynb ({OFFICIAL_CODE}), one run each"
 PROVENANCE = {  # claim id -> (provenance, source); read by provenance_of beside table1.PROVENANCE
     f"chen2022/load-balancing-{slug}-{kind}": ("third party", _SOURCE)
     for slug in SLUG_ACT for kind in ("accuracy", "entropy")
@@ -58,6 +66,13 @@ def check_config(config) -> None:
     check_float("balance_weight", config.balance_weight, 0.0)
     for setting in config.entropy_settings:
         check_choice("entropy_settings", setting, ("S1", "S2"))  # the official entropy notebooks
+    for setting in config.sweep_settings:
+        check_choice("sweep_settings", setting, ("S1", "S2", "S3", "S4"))
+    for width in config.sweep_filters:
+        check_int("sweep_filters", width, 2)
+        if width % 2:
+            raise ValueError(f"sweep_filters must be even (half the filters per class); got {width}")
+    check_int("sweep_seeds", config.sweep_seeds, 1)
 
 
 class OfficialRouter(routing.Router):
@@ -148,6 +163,39 @@ def run_entropy(config, data_of, device, bar) -> dict:
                 model, data, epochs=config.moe_epochs, expert_lr=config.expert_lr, router_lr=config.router_lr,
                 early_stopping=False, per_tensor=True, progress=bar(f"{setting} MoE {act}, entropy protocol"))
     return out
+
+
+def run_sweep(config, data_of, train_single, known: dict, bar) -> dict:
+    """``(setting, filters, activation) -> SingleRecord``: single CNNs on ``config.sweep_settings`` at every
+    width of ``config.sweep_filters``, ``config.sweep_seeds`` seeds, trained as Table 1's singles;
+    ``train_single(data, act, n_seeds, n_filters, progress)`` trains one batch, and the runs of ``known``
+    (``(setting, activation) -> SingleRecord`` at ``config.single_filters``) are reused, not retrained."""
+    out = {}
+    for setting in config.sweep_settings:
+        data = None
+        for width in config.sweep_filters:
+            for act in ("linear", "cubic"):
+                if width == config.single_filters and (setting, act) in known:
+                    out[(setting, width, act)] = known[(setting, act)]
+                    continue
+                data = data if data is not None else data_of(setting)
+                out[(setting, width, act)] = train_single(data, act, config.sweep_seeds, width,
+                                                          bar(f"{setting} single {act} {width} filters"))
+    return out
+
+
+def sweep_table(records: dict) -> list[dict]:
+    """Rows: setting, filters, activation, our mean and std (ddof 0) test and train accuracy, the official
+    printout (one run)."""
+    rows = []
+    for (setting, width, act), rec in records.items():
+        official = OFFICIAL_SINGLES.get((setting, width))
+        acc, train_acc = rec.test_accuracy.double(), rec.train_accuracy.double()
+        rows.append({"setting": setting, "filters": width, "activation": act, "seeds": len(acc),
+                     "test_mean": round(float(acc.mean()), 2), "test_std": round(float(acc.std(correction=0)), 2),
+                     "train_mean": round(float(train_acc.mean()), 2),
+                     "official": None if official is None else official[act == "cubic"]})
+    return rows
 
 
 def entropy_curves(records: dict) -> dict:
