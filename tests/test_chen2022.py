@@ -25,6 +25,8 @@ S1_IDS = {
 }  # the ids that a run on S1 alone (the tiny preset) decides
 OTHER_IDS = {f"chen2022/{s}-moe-{slug}-{kind}" for s in ("s2", "s3", "s4") for slug in ("nonlinear", "linear")
              for kind in ("accuracy", "entropy")}
+S1_IDS = S1_IDS | {f"chen2022/load-balancing-{slug}-{kind}" for slug in ("nonlinear", "linear")
+                   for kind in ("accuracy", "entropy")}  # the ablations (chen2022.extras), S1 only
 
 
 @pytest.fixture(scope="module")

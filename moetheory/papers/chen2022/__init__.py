@@ -9,17 +9,17 @@ and their training), :mod:`.patch_cnn` (the patch CNN's kernels) and :mod:`.data
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from moetheory import runtime
+from moetheory import ledger, runtime
 from moetheory.activations import ACTIVATIONS
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 from moetheory.papers.chen2022 import bound as bound_rule
-from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.chen2022 import extras, patch_moe
 from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.papers.chen2022.table1 import (  # noqa: F401  (re-exported: the chapter and tests read them here)
     BOUND_LIMIT,
@@ -77,6 +77,16 @@ class Config:
     bound_seeds: int = 1  # runs per activation for the Theorem 4.1 test
     bound_epochs: int = 801  # Adam epochs of those runs
     ablation: bool = True  # also train the cubic MoE with the paper's softmax gate on settings[0]
+    # ablations on S1 (chen2022.extras): the official load-balancing loss and a router without noise, both
+    # expert kinds, trained as Table 1's MoEs; () skips them (their claims: not run)
+    extra_ablations: tuple[str, ...] = extras.ABLATIONS
+    balance_weight: float = 1e-4  # official synthetic_demo notebooks (the entropy notebooks: 1e-3)
+    # the official entropy protocol (fixed noise, per-tensor normalised GD, all moe_epochs) on these settings
+    entropy_settings: tuple[str, ...] = ("S1", "S2")
+    # single CNNs on these settings at every width (the official notebooks: 80/128/512 filters, one run each)
+    sweep_settings: tuple[str, ...] = ("S1", "S2", "S3", "S4")
+    sweep_filters: tuple[int, ...] = (80, 128, 512)
+    sweep_seeds: int = 3  # runs per (setting, width, activation)
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -104,6 +114,7 @@ class Config:
             raise ValueError("bound_activations must name at least one activation; got ()")
         for act in self.bound_activations:
             check_choice("bound_activations", act, ACTIVATIONS)
+        extras.check_config(self)
 
 
 PRESETS = {
@@ -118,6 +129,12 @@ PRESETS = {
     "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu")),
     "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
 }
+# chen2022.extras per scale: the ablations run at every scale; the official entropy protocol (every epoch of
+# both MoEs on S1 and S2, no early stopping) and the single CNNs' width sweep (S1-S4 x 80/128/512 filters) at
+# paper scale, and on S1 in the tiny preset's few epochs
+EXTRAS_AT = {"tiny": {"entropy_settings": ("S1",), "sweep_settings": ("S1",), "sweep_filters": (4, 8)},
+             "quick": {"entropy_settings": (), "sweep_settings": ()}, "paper": {}}
+PRESETS = {scale: replace(cfg, **EXTRAS_AT[scale]) for scale, cfg in PRESETS.items()}
 
 
 def config(scale: str) -> Config:
@@ -133,6 +150,9 @@ class Result:
     bound: dict = field(default_factory=dict)  # (data set, activation) -> SingleRecord, D_alpha = D_gamma data
     bound_rule: dict = field(default_factory=dict)  # data set -> test accuracy % of the non-additive rule
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
+    extras: dict = field(default_factory=dict)  # (ablation, activation) -> MoERecord on S1 (chen2022.extras)
+    entropy_protocol: dict = field(default_factory=dict)  # (setting, activation) -> MoERecord (chen2022.extras)
+    sweep: dict = field(default_factory=dict)  # (setting, filters, activation) -> SingleRecord (chen2022.extras)
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -179,7 +199,10 @@ class Result:
     def metrics(self) -> dict:
         out = {"table": self.table(), "per_seed": self.per_seed(), "second_reference": self.second_reference(),
                "bound": {f"{s}-{act}": _stats(rec.test_accuracy) for (s, act), rec in self.bound.items()},
-               "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()}}
+               "bound_rule": {s: round(v, 2) for s, v in self.bound_rule.items()},
+               "ablations": extras.table(self.extras, _row),
+               "entropy_protocol": extras.entropy_curves(self.entropy_protocol),
+               "single_sweep": extras.sweep_table(self.sweep)}
         for (setting, act), rec in self.moe.items():
             key = f"{setting}-{act}"
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
@@ -240,6 +263,14 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             for act in ("cubic", "linear"):
                 result.single[(setting, act)] = _train_single(config, data, act, config.n_seeds,
                                                               config.single_epochs, bar(f"{setting} single {act}"))
+    def data_of(setting):
+        return make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
+
+    result.extras = extras.run(config, data_of, dev, bar)
+    result.entropy_protocol = extras.run_entropy(config, data_of, dev, bar)
+    result.sweep = extras.run_sweep(  # reuses Table 1's single runs (their own seed count) at their width
+        config, data_of, lambda data, act, n, width, progress: _train_single(
+            config, data, act, n, config.single_epochs, progress, width), result.single, bar)
     for setting in config.bound_settings:
         data = make_chen_clusters(setting, config.n_train, config.n_test).to(dev)
         result.bound_rule[setting] = bound_rule.rule_accuracy(data)
@@ -265,9 +296,17 @@ def claims(result: Result) -> list[Claim]:
     control; those whose runs the config left out are `not run`."""
     cfg = result.config
     return [*moe_claims(result, cfg.n_seeds), *single_claims(result, cfg.single_filters),
-            *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
+            *bound_claims(result, cfg.bound_activations, cfg.bound_filters),
+            *extras.claims(result.extras, cfg)]
+
+
+def provenance_with_extras(claim_id: str, config: dict | None = None) -> dict:
+    """:func:`provenance_of`, also for the ablation claims (:data:`.extras.PROVENANCE`)."""
+    if claim_id in extras.PROVENANCE:
+        return ledger.provenance_entry(extras.PROVENANCE, claim_id)
+    return provenance_of(claim_id, config)
 
 
 PAPER = Paper(name="chen2022",
               title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
-              config=config, run=run, claims=claims, provenance=provenance_of)
+              config=config, run=run, claims=claims, provenance=provenance_with_extras)

@@ -181,11 +181,15 @@ class MoERecord:
 
 
 def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, router_lr: float = 0.1,
-              stop_margin: float = 0.02, stop_loss: float = 0.314, progress=None) -> MoERecord:
+              stop_margin: float = 0.02, stop_loss: float = 0.314, progress=None, extra_loss=None,
+              early_stopping: bool = True, per_tensor: bool = False) -> MoERecord:
     """Full-batch training as official: normalized GD on each expert, SGD on the router, early stopping.
 
     Per seed, training stops at the first epoch whose loss is not a new minimum and either exceeds the minimum by
-    ``stop_margin`` or is at most ``stop_loss``; that seed's parameters then stay frozen.
+    ``stop_margin`` or is at most ``stop_loss``; that seed's parameters then stay frozen. ``extra_loss(route)``
+    ``(S,)``, if given, is added to the loss (the load-balancing ablation, :mod:`.extras`);
+    ``early_stopping=False`` trains every epoch; ``per_tensor`` normalises the expert weight and bias gradients
+    separately (the official entropy notebooks) instead of by ``||grad W|| + ||grad b||``.
     """
     check_int("epochs", epochs, 1)
     check_float("expert_lr", expert_lr, 0.0, low_open=True)
@@ -205,10 +209,12 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
         cos_hist.append(metrics.cosines(model.router.weight.detach(), data.centers))
         margin, route = model.forward(rows, xsum, x.shape[1])
         loss = _per_seed_loss(margin, y)
+        if extra_loss is not None:
+            loss = loss + extra_loss(route)
         with torch.no_grad():
             lv = loss.detach()
             new_min = lv <= best
-            stop = active & ~new_min & ((lv > best + stop_margin) | (lv <= stop_loss))
+            stop = active & ~new_min & ((lv > best + stop_margin) | (lv <= stop_loss)) & early_stopping
             best = torch.where(active & new_min, lv, best)
             final_index = torch.where(active.unsqueeze(-1), route.index[..., 0], final_index)
             ent = metrics.dispatch_entropy(data.train_cluster, route.index[..., 0], n_clusters, n_experts)
@@ -223,7 +229,8 @@ def train_moe(model: MoEState, data, *, epochs: int, expert_lr: float = 1e-3, ro
         for p in (model.weight, model.bias, model.router.weight):
             p.grad = None
         (loss * active).sum().backward()
-        normalized_gd_([model.weight, model.bias], expert_lr, batch_dims=2)
+        for group in ([model.weight], [model.bias]) if per_tensor else ([model.weight, model.bias],):
+            normalized_gd_(group, expert_lr, batch_dims=2)
         with torch.no_grad():
             model.router.weight -= router_lr * model.router.weight.grad
     with torch.no_grad():
