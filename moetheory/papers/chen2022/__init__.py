@@ -19,7 +19,7 @@ from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 from moetheory.papers.chen2022 import bound as bound_rule
-from moetheory.papers.chen2022 import patch_moe
+from moetheory.papers.chen2022 import fmnist, patch_moe
 from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.papers.chen2022.table1 import (  # noqa: F401  (re-exported: the chapter and tests read them here)
     BOUND_LIMIT,
@@ -77,6 +77,12 @@ class Config:
     bound_seeds: int = 1  # runs per activation for the Theorem 4.1 test
     bound_epochs: int = 801  # Adam epochs of those runs
     ablation: bool = True  # also train the cubic MoE with the paper's softmax gate on settings[0]
+    # Fashion-MNIST-Rotate, an analogue of the paper's CIFAR-10-Rotate (:mod:`.fmnist`; needs the data)
+    fmnist_per_class: int = 6000  # training images per class (6000: all); 0 skips the analogue (not run)
+    fmnist_test_per_class: int = 1000  # test images per class (1000: all); each also appears rotated
+    fmnist_epochs: int = 2  # epochs of minibatch training (official: 10 for ResNet18, 30 for MobileNetV2)
+    fmnist_seeds: int = 3  # runs of the MoE and the single CNN (official: 5), seeds seed, seed + 1, ...
+    fmnist_filters: int = 8  # first-conv filters of each expert (second conv: twice as many)
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -104,19 +110,24 @@ class Config:
             raise ValueError("bound_activations must name at least one activation; got ()")
         for act in self.bound_activations:
             check_choice("bound_activations", act, ACTIVATIONS)
+        fmnist.check_config(self)
 
 
 PRESETS = {
     # seconds: unit tests
     "tiny": Config(settings=("S1",), n_seeds=2, n_train=512, n_test=512, moe_epochs=20, single_epochs=20,
                    single_patience_after=10, bound_settings=("verify", "S3"), bound_activations=("linear", "celu"),
-                   bound_filters=8, bound_epochs=10),
+                   bound_filters=8, bound_epochs=10, fmnist_per_class=20, fmnist_test_per_class=20,
+                   fmnist_epochs=3, fmnist_seeds=2),
     # `moetheory reproduce --scale quick`: S1, 3 seeds, official epochs, as float64 on the CPU
     # (:func:`moetheory.runtime.compute_dtype`, about 2.5x slower than float32 here), except the Theorem 4.1 runs:
     # the official 128 filters and learning rates on verify, S3 and S4, but 100 epochs (not 801) and two
     # activations (linear, CELU: the official best); all six at paper scale
-    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu")),
-    "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
+    # (Fashion-MNIST-Rotate: 250 + 250 images per class, 8 epochs, 3 seeds)
+    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu"),
+                    fmnist_per_class=250, fmnist_test_per_class=250, fmnist_epochs=8),
+    # S1-S4, 10 seeds, official epochs and verify protocol; Fashion-MNIST-Rotate on the full sets, 2 epochs, 3 seeds
+    "paper": Config(),
 }
 
 
@@ -133,6 +144,7 @@ class Result:
     bound: dict = field(default_factory=dict)  # (data set, activation) -> SingleRecord, D_alpha = D_gamma data
     bound_rule: dict = field(default_factory=dict)  # data set -> test accuracy % of the non-additive rule
     ablation: patch_moe.MoERecord | None = None  # cubic MoE with the softmax gate, settings[0]
+    fmnist: fmnist.FmnistResult | None = None  # Fashion-MNIST-Rotate analogue; None: skipped or no data
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -185,6 +197,8 @@ class Result:
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
             out[f"routing_matrix_{key}"] = rec.routing_matrix[0].tolist()
             out[f"router_center_alignment_{key}"] = round(float(router_center_alignment(rec)[-1].mean()), 4)
+        if self.fmnist is not None:
+            out["fmnist_rotate"] = self.fmnist.metrics()
         return out
 
 
@@ -247,6 +261,7 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             lr = config.bound_lr_linear if act == "linear" else config.single_lr_nonlinear
             result.bound[(setting, act)] = _train_single(config, data, act, config.bound_seeds, config.bound_epochs,
                                                          bar(f"{setting} single {act}"), config.bound_filters, lr)
+    result.fmnist = fmnist.run_or_none(config, progress)
     return result
 
 
@@ -265,7 +280,7 @@ def claims(result: Result) -> list[Claim]:
     control; those whose runs the config left out are `not run`."""
     cfg = result.config
     return [*moe_claims(result, cfg.n_seeds), *single_claims(result, cfg.single_filters),
-            *bound_claims(result, cfg.bound_activations, cfg.bound_filters)]
+            *bound_claims(result, cfg.bound_activations, cfg.bound_filters), *fmnist.claims(result.fmnist)]
 
 
 PAPER = Paper(name="chen2022",
