@@ -369,7 +369,7 @@ def claims(res: FmnistResult | None) -> list[Claim]:
         Claim(MOE_VS_SINGLE_ID,
               "ANALOGUE of the paper's CIFAR-10-Rotate experiment on Fashion-MNIST-Rotate: the top-1 MoE of 4 "
               "small CNN experts reaches a higher mean test accuracy (%) than a single CNN with the same number "
-              f"of active parameters{n}", f"MoE {moe} > single {single} (CIFAR-10-Rotate, CNN)", acc, acc_holds,
+              f"of active parameters{n}", f"MoE {moe:.2f} > single {single:.2f} (CIFAR-10-Rotate, CNN)", acc, acc_holds,
               criterion="mean final test accuracy over seeds of the MoE above that of the single CNN",
               **provenance_of(MOE_VS_SINGLE_ID)),
         Claim(ROUTING_ID,
