@@ -28,9 +28,6 @@ CONFIG_ADDED = {  # paper -> {config field added after records were made: the va
         "exp1_embedding": "random",  # Experiment I's circle was always randomly embedded before the zero-pad arm
         "exp2_arms": [],  # no paper-literal combine-weight arms before they were added
     },
-    "chen2022": {  # the Fashion-MNIST-Rotate analogue did not exist: records made before it skipped it (0)
-        "fmnist_per_class": 0,
-    },
 }
 """The legacy map: records in ``results/`` keep the field names they were made with (their values are never edited);
 :func:`current_config` reads them in today's names, so that a record compares with today's presets."""

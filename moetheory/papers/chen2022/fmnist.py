@@ -17,6 +17,11 @@ crops CIFAR to 24 of 32 for the same reason: no corner artefact gives the rotati
 official T_max = 200 barely moves the rate in its 10-30 epochs), so that a run is deterministic; fewer epochs; and
 each run reports its FINAL test accuracy, not the best over epochs as the official script does (a choice on the
 test set). A subsample per class (fixed seed, stratified) gives the quick scale.
+
+Matched active parameters: one image uses the router and one expert (with 8 filters: 68 + 1,666 = 1,734); the
+single CNN has the experts' shape with its second convolution widened to the width whose count is closest (17
+channels: 1,757, within one channel's worth). Training runs on the CPU in :func:`moetheory.runtime.compute_dtype`
+(float64 unless ``MOETHEORY_DTYPE`` says otherwise): small convolutions, cheap enough in float64.
 """
 
 from __future__ import annotations
@@ -191,14 +196,12 @@ def single_width(filters: int) -> int:
 @torch.no_grad()
 def _normalized_momentum_step(params, buffers, lr):
     """The official NormalizedGD: grad / (sum of the expert's tensors' grad norms), then SGD with weight decay and
-    momentum (torch's sgd: d = g + wd p; b = mu b + d; p -= lr b)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = sum(g.norm() for g in grads) if grads else 0.0
-    for p, b in zip(params, buffers):
-        if p.grad is None:  # an expert that received no image in this batch: torch's sgd skips it
-            continue
-        g = p.grad / norm if norm != 0 else p.grad
-        b.mul_(MOMENTUM).add_(g + WEIGHT_DECAY * p)
+    momentum (torch's sgd: d = g + wd p; b = mu b + d; p -= lr b). An expert that received no image in the batch
+    has a zero gradient, as in the official code (which feeds it zeros): it still decays and keeps its momentum."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    norm = sum(g.norm() for g in grads)
+    for p, g, b in zip(params, grads, buffers):
+        b.mul_(MOMENTUM).add_((g / norm if norm != 0 else g) + WEIGHT_DECAY * p)
         p -= lr * b
 
 
