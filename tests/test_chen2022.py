@@ -27,6 +27,7 @@ OTHER_IDS = {f"chen2022/{s}-moe-{slug}-{kind}" for s in ("s2", "s3", "s4") for s
              for kind in ("accuracy", "entropy")}
 S1_IDS = S1_IDS | {f"chen2022/load-balancing-{slug}-{kind}" for slug in ("nonlinear", "linear")
                    for kind in ("accuracy", "entropy")}  # the ablations (chen2022.extras), S1 only
+FMNIST_IDS = {"chen2022/fmnist-rotate-moe-vs-single", "chen2022/fmnist-rotate-routing-by-class"}  # test_chen2022_fmnist
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +265,7 @@ def test_tiny_preset_runs_end_to_end_with_every_claim():
     cfg = chen2022.config("tiny")
     result = chen2022.run(cfg, device="cpu")
     claims = chen2022.claims(result)
-    assert {c.id for c in claims} == S1_IDS | OTHER_IDS
+    assert {c.id for c in claims} == S1_IDS | OTHER_IDS | FMNIST_IDS
     assert all(isinstance(c.holds, bool) for c in claims if c.id in S1_IDS)
     assert all(c.holds is None and c.reproduced == "not run" for c in claims if c.id in OTHER_IDS)
     assert set(result.bound) == {(s, act) for s in cfg.bound_settings for act in cfg.bound_activations}

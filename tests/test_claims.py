@@ -56,17 +56,21 @@ def _chen(cfg, cubic=(99.0, 99.5, 99.9), linear=(93.0, 92.0, 94.0), ent_cubic=(0
     return result
 
 
+FMNIST_IDS = {"chen2022/fmnist-rotate-moe-vs-single", "chen2022/fmnist-rotate-routing-by-class"}
+
+
 def test_chen2022_claims_hold_fail_and_not_run():
     cfg = chen2022.config("quick")
     held = chen2022.claims(_chen(cfg))
     got = verdicts(held)
-    assert len(got) == 16 + 4 + 4  # the 16 MoE cells of Table 1, two single CNNs, the bound and its control,
-    # and the load-balancing ablation (4; none here: not run)
+    assert len(got) == 16 + 4 + 4 + 2  # the 16 MoE cells of Table 1, two single CNNs, the bound and its control,
+    # the load-balancing ablation (4; none here: not run) and the Fashion-MNIST-Rotate analogue (2; not run here)
     assert_only_these_fail([c for c in held if c.ran], [])
     assert {i for i, h in got.items() if h is None} == {  # quick runs S1 only
         f"chen2022/{s}-moe-{slug}-{kind}" for s in ("s2", "s3", "s4") for slug in ("nonlinear", "linear")
         for kind in ("accuracy", "entropy")} | {f"chen2022/load-balancing-{slug}-{kind}"
-                                               for slug in ("nonlinear", "linear") for kind in ("accuracy", "entropy")}
+                                               for slug in ("nonlinear", "linear")
+                                               for kind in ("accuracy", "entropy")} | FMNIST_IDS
     by_id = {c.id: c for c in held}
     assert by_id["chen2022/moe-nonlinear-accuracy"].reproduced == pytest.approx((99.0 + 99.5 + 99.9) / 3, abs=0.005)
     assert by_id["chen2022/moe-linear-entropy"].reproduced == pytest.approx(1.3)
@@ -94,7 +98,7 @@ def test_chen2022_claims_hold_fail_and_not_run():
     assert all(c.reproduced == ledger.NOT_RUN for c in not_run if c.holds is None)
     assert {i for i, h in got.items() if h is None} == {
         "chen2022/single-nonlinear-accuracy", "chen2022/single-linear-accuracy", "chen2022/single-expert-bound",
-        "chen2022/bound-positive-control",
+        "chen2022/bound-positive-control", *FMNIST_IDS,
         *(f"chen2022/{s}-{slug}-{kind}" for s in ("moe", "s4-moe", "load-balancing")
           for slug in ("nonlinear", "linear") for kind in ("accuracy", "entropy"))}
     assert {i for i, h in got.items() if h is False} == {"chen2022/s3-moe-nonlinear-accuracy",

@@ -19,7 +19,7 @@ from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
 from moetheory.ledger import Claim
 from moetheory.papers import Paper
 from moetheory.papers.chen2022 import bound as bound_rule
-from moetheory.papers.chen2022 import extras, patch_moe
+from moetheory.papers.chen2022 import extras, fmnist, patch_moe
 from moetheory.papers.chen2022.data import CHEN_SETTINGS, make_chen_clusters
 from moetheory.papers.chen2022.table1 import (  # noqa: F401  (re-exported: the chapter and tests read them here)
     BOUND_LIMIT,
@@ -87,6 +87,12 @@ class Config:
     sweep_settings: tuple[str, ...] = ("S1", "S2", "S3", "S4")
     sweep_filters: tuple[int, ...] = (80, 128, 512)
     sweep_seeds: int = 3  # runs per (setting, width, activation)
+    # Fashion-MNIST-Rotate, an analogue of the paper's CIFAR-10-Rotate (:mod:`.fmnist`; needs the data)
+    fmnist_per_class: int = 6000  # training images per class (6000: all); 0 skips the analogue (not run)
+    fmnist_test_per_class: int = 1000  # test images per class (1000: all); each also appears rotated
+    fmnist_epochs: int = 4  # epochs of minibatch training (official: 10 for ResNet18, 30 for MobileNetV2)
+    fmnist_seeds: int = 3  # runs of the MoE and the single CNN (official: 5), seeds seed, seed + 1, ...
+    fmnist_filters: int = 8  # first-conv filters of each expert (second conv: twice as many)
 
     def __post_init__(self):
         for name in ("settings", "single_settings"):
@@ -115,19 +121,25 @@ class Config:
         for act in self.bound_activations:
             check_choice("bound_activations", act, ACTIVATIONS)
         extras.check_config(self)
+        fmnist.check_config(self)
 
 
 PRESETS = {
     # seconds: unit tests
     "tiny": Config(settings=("S1",), n_seeds=2, n_train=512, n_test=512, moe_epochs=20, single_epochs=20,
                    single_patience_after=10, bound_settings=("verify", "S3"), bound_activations=("linear", "celu"),
-                   bound_filters=8, bound_epochs=10),
+                   bound_filters=8, bound_epochs=10, fmnist_per_class=20, fmnist_test_per_class=20,
+                   fmnist_epochs=3, fmnist_seeds=2),
     # `moetheory reproduce --scale quick`: S1, 3 seeds, official epochs, as float64 on the CPU
     # (:func:`moetheory.runtime.compute_dtype`, about 2.5x slower than float32 here), except the Theorem 4.1 runs:
     # the official 128 filters and learning rates on verify, S3 and S4, but 100 epochs (not 801) and two
     # activations (linear, CELU: the official best); all six at paper scale
-    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu")),
-    "paper": Config(),  # S1-S4, 10 seeds, official epochs and verify protocol
+    # (Fashion-MNIST-Rotate: 200 + 200 images per class, 8 epochs, 3 seeds: about 40 CPU-s, one thread, float64)
+    "quick": Config(settings=("S1",), n_seeds=3, bound_epochs=100, bound_activations=("linear", "celu"),
+                    fmnist_per_class=200, fmnist_test_per_class=200, fmnist_epochs=8),
+    # S1-S4, 10 seeds, official epochs and verify protocol; Fashion-MNIST-Rotate on the full sets, 4 epochs, 3 seeds
+    # (estimated 9-10 CPU-min from the measured 2.0e-4 (MoE) + 1.5e-4 (single) CPU-s per image-epoch, one thread)
+    "paper": Config(),
 }
 # chen2022.extras per scale: the ablations run at every scale; the official entropy protocol (every epoch of
 # both MoEs on S1 and S2, no early stopping) and the single CNNs' width sweep (S1-S4 x 80/128/512 filters) at
@@ -153,6 +165,7 @@ class Result:
     extras: dict = field(default_factory=dict)  # (ablation, activation) -> MoERecord on S1 (chen2022.extras)
     entropy_protocol: dict = field(default_factory=dict)  # (setting, activation) -> MoERecord (chen2022.extras)
     sweep: dict = field(default_factory=dict)  # (setting, filters, activation) -> SingleRecord (chen2022.extras)
+    fmnist: fmnist.FmnistResult | None = None  # Fashion-MNIST-Rotate analogue; None: skipped or no data
 
     def table(self) -> list[dict]:
         """Table 1 rows: one per (model, setting), with mean and std over seeds."""
@@ -208,6 +221,8 @@ class Result:
             out[f"entropy_curve_{key}"] = [round(float(v), 4) for v in rec.entropy_history.mean(1)]
             out[f"routing_matrix_{key}"] = rec.routing_matrix[0].tolist()
             out[f"router_center_alignment_{key}"] = round(float(router_center_alignment(rec)[-1].mean()), 4)
+        if self.fmnist is not None:
+            out["fmnist_rotate"] = self.fmnist.metrics()
         return out
 
 
@@ -278,6 +293,7 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             lr = config.bound_lr_linear if act == "linear" else config.single_lr_nonlinear
             result.bound[(setting, act)] = _train_single(config, data, act, config.bound_seeds, config.bound_epochs,
                                                          bar(f"{setting} single {act}"), config.bound_filters, lr)
+    result.fmnist = fmnist.run_or_none(config, progress)
     return result
 
 
@@ -297,16 +313,18 @@ def claims(result: Result) -> list[Claim]:
     cfg = result.config
     return [*moe_claims(result, cfg.n_seeds), *single_claims(result, cfg.single_filters),
             *bound_claims(result, cfg.bound_activations, cfg.bound_filters),
-            *extras.claims(result.extras, cfg)]
+            *extras.claims(result.extras, cfg), *fmnist.claims(result.fmnist)]
 
 
-def provenance_with_extras(claim_id: str, config: dict | None = None) -> dict:
-    """:func:`provenance_of`, also for the ablation claims (:data:`.extras.PROVENANCE`)."""
-    if claim_id in extras.PROVENANCE:
-        return ledger.provenance_entry(extras.PROVENANCE, claim_id)
+def provenance_all(claim_id: str, config: dict | None = None) -> dict:
+    """``provenance`` and ``source`` of every chen2022 claim: Table 1's and Theorem 4.1's (:func:`provenance_of`),
+    the ablations' (:data:`.extras.PROVENANCE`) and the Fashion-MNIST-Rotate analogue's (:data:`.fmnist.PROVENANCE`)."""
+    for table in (extras.PROVENANCE, fmnist.PROVENANCE):
+        if claim_id in table:
+            return ledger.provenance_entry(table, claim_id)
     return provenance_of(claim_id, config)
 
 
 PAPER = Paper(name="chen2022",
               title="Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
-              config=config, run=run, claims=claims, provenance=provenance_with_extras)
+              config=config, run=run, claims=claims, provenance=provenance_all)
