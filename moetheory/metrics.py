@@ -97,7 +97,8 @@ def slope_band(dims, samples, level: float = 0.9, *, minus=None, n_resamples: in
     check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
     check_int("n_resamples", n_resamples, 1)
     logx = np.log(np.asarray(dims, dtype=float))
-    groups = [np.nan_to_num(np.asarray(s, dtype=float), nan=np.inf) for s in (samples, minus) if s is not None]
+    groups = [np.nan_to_num(np.asarray(s, dtype=float), nan=np.inf, posinf=np.inf) for s in (samples, minus)
+              if s is not None]
     if logx.size < 2 or any(g.ndim != 2 or g.shape[0] != logx.size for g in groups):
         raise ValueError(f"samples must be (len(dims) >= 2, seeds); got dims {logx.shape}, samples "
                          f"{[g.shape for g in groups]}")

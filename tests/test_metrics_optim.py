@@ -97,6 +97,9 @@ def test_slope_band_counts_censored_runs_above_the_median():
     censored = samples.copy()
     censored[-1, :4] = np.nan  # 20% censored at the largest d: the median is unchanged
     assert metrics.slope_band(dims, censored) == pytest.approx((2.0, 2.0, 2.0))
+    censored[-1, :10] = np.inf  # half the runs censored (inf, as nan) at the largest d: the median is censored
+    slope, low, high = metrics.slope_band(dims, censored)  # (resamples with fewer censored runs: a finite slope)
+    assert slope == high == np.inf and low == pytest.approx(2.0)
     censored[-1, :] = np.inf  # every run censored at the largest d: an unbounded slope, no evidence of a gap
     assert metrics.slope_band(dims, censored) == (np.inf, np.inf, np.inf)
     assert metrics.slope_band(dims, samples, minus=censored) == (-np.inf, -np.inf, -np.inf)
