@@ -14,9 +14,14 @@ seed for each variant below, with the quick preset's separation settings (eight 
 - ``moe-stage1-h3``: ``K.run_separation(stage1_activation="h3")``: stage 1 with the student h3 its schedule was
   set for, stage 3 with the generic student, at d up to 48;
 - ``half-step``: ``K.run_separation`` with every SGD step halved and every cap doubled: a run whose count is set
-  by the drift (the population gradient) takes twice the steps at every d, leaving the slopes as they are.
+  by the drift (the population gradient) takes twice the steps at every d, leaving the slopes as they are;
+- ``vanilla-small-step``: the vanilla network with the step ``lr / d x (8 / d)`` (the quick step at d = 8, then
+  shrinking as d^-2: the noise-sized step of an exponent-4 direction, ``eta d^(-k/2)`` as in the Hermite chapter,
+  under which online SGD needs about d^(k-1) = d^3 samples), at d up to 64.
 
-    python benchmarks/kawata2025_separation_ablations.py [--threads 1]
+    python benchmarks/kawata2025_separation_ablations.py [--threads 1] [--only RUN ...]
+
+``--only`` re-runs the named runs alone and keeps the others of the JSON (each run records its git revision).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from moetheory.papers.kawata2025.model import random_unit, sgd_step
 from moetheory.papers.kawata2025.separation import separation_setting
 
 OUT = Path(__file__).with_suffix(".json")
-VANILLA_MODES = ("free", "v-frozen", "v-removed")
 
 
 def hold_v(u, v, target):
@@ -48,10 +52,10 @@ def hold_v(u, v, target):
 
 
 @torch.no_grad()
-def vanilla(cfg, d, mode, dev, max_steps):
+def vanilla(cfg, d, mode, dev, max_steps, step_power=1.0):
     """``(counts, v_overlap, wc_overlap)``, each ``(S,)``: samples until the best ``|<u, w_g>| >= K.STRONG`` and the
     recovering neuron's overlaps with v and the w_c at that check (``nan``/``inf``: censored). Seeding as in
-    ``K.run_separation``'s vanilla network."""
+    ``K.run_separation``'s vanilla network; the step is ``lr / d x (8 / d)^(step_power - 1)`` (1: the quick's)."""
     c, gen, problem = separation_setting(cfg, d, dev)
     real = dict(dtype=torch.get_default_dtype(), device=dev)
     w_g, w_c = torch.tensor(problem.global_dir, **real), torch.tensor(problem.local_dirs, **real)
@@ -66,7 +70,7 @@ def vanilla(cfg, d, mode, dev, max_steps):
     counts, ov_v, ov_c = np.full(s, np.inf), np.full(s, np.nan), np.full(s, np.nan)
     for t in range(1, cap + 1):
         x, y, _ = sample_clusters(problem, c.batch, s, generator=gen, device=dev)
-        sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), act, c.lr / d, clip)
+        sgd_step(u, x.unsqueeze(1), y.unsqueeze(1), act, c.lr / d * (8 / d) ** (step_power - 1), clip)
         if target is not None:
             u.copy_(hold_v(u, v, target))
         if t in checks:
@@ -86,37 +90,54 @@ def as_json(a):
     return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=float)]
 
 
+VANILLA_RUNS = {  # run -> (mode, dims, step cap, step power)
+    "vanilla": ("free", (8, 12, 16, 24, 32, 48, 64), 60_000, 1.0),
+    "vanilla-v-frozen": ("v-frozen", (8, 12, 16, 24, 32, 48), 60_000, 1.0),
+    "vanilla-v-removed": ("v-removed", (8, 12, 16, 24, 32), 16_000, 1.0),
+    "vanilla-small-step": ("free", (8, 12, 16, 24, 32, 48, 64), 60_000, 2.0),
+}
+
+
+def separation_runs(cfg):
+    """run -> (config, keyword arguments of ``K.run_separation``)."""
+    return {"moe-stage1-longer": (runtime.replace_config(cfg, stage1_steps=4 * cfg.stage1_steps), {}),
+            "moe-stage1-h3": (runtime.replace_config(cfg, separation_dims=(8, 12, 16, 24, 32, 48)),
+                              {"stage1_activation": "h3"}),
+            "half-step": (runtime.replace_config(cfg, lr=cfg.lr / 2, stage1_steps=2 * cfg.stage1_steps,
+                                                 separation_budget=2 * cfg.separation_budget), {})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    cfg = K.config("quick")
+    names = [*VANILLA_RUNS, *separation_runs(cfg)]
+    parser.add_argument("--only", nargs="+", choices=names, help="re-run these runs alone (default: all)")
     args = parser.parse_args()
     dev = runtime.setup("cpu", threads=args.threads)
-    cfg = K.config("quick")
-    out = {"script": "benchmarks/kawata2025_separation_ablations.py", "git_revision": runtime.git_revision(),
-           "versions": runtime.versions(), "threads": args.threads, "runs": {}}
+    revision = runtime.git_revision()
+    if args.only:
+        out = json.loads(OUT.read_text())
+    else:
+        out = {"script": "benchmarks/kawata2025_separation_ablations.py", "git_revision": revision,
+               "versions": runtime.versions(), "threads": args.threads, "runs": {}}
     start = time.perf_counter()
-    for mode, dims, max_steps in (("free", (8, 12, 16, 24, 32, 48, 64), 60_000),
-                                  ("v-frozen", (8, 12, 16, 24, 32, 48), 60_000),
-                                  ("v-removed", (8, 12, 16, 24, 32), 16_000)):
+    for name in args.only or names:
         t0 = time.perf_counter()
-        rows = [vanilla(cfg, d, mode, dev, max_steps) for d in dims]
-        out["runs"][f"vanilla-{mode}" if mode != "free" else "vanilla"] = {
-            "dims": list(dims), "counts": [as_json(r[0]) for r in rows],
-            "v_overlap": [as_json(r[1]) for r in rows], "wc_overlap": [as_json(r[2]) for r in rows],
-            "seconds": round(time.perf_counter() - t0, 1)}
-        print(mode, round(time.perf_counter() - t0, 1), "s", flush=True)
-    for name, c, kw in (("moe-stage1-longer", runtime.replace_config(cfg, stage1_steps=4 * cfg.stage1_steps), {}),
-                        ("moe-stage1-h3", runtime.replace_config(cfg, separation_dims=(8, 12, 16, 24, 32, 48)),
-                         {"stage1_activation": "h3"}),
-                        ("half-step", runtime.replace_config(cfg, lr=cfg.lr / 2, stage1_steps=2 * cfg.stage1_steps,
-                                                             separation_budget=2 * cfg.separation_budget), {})):
-        t0 = time.perf_counter()
-        sep = K.run_separation(c, dev, **kw)
-        out["runs"][name] = {"dims": sep["dims"], **{k: [as_json(r) for r in sep[k]]
-                                                     for k in ("vanilla", "stage1", "stage3")},
-                             "seconds": round(time.perf_counter() - t0, 1)}
+        if name in VANILLA_RUNS:
+            mode, dims, max_steps, power = VANILLA_RUNS[name]
+            rows = [vanilla(cfg, d, mode, dev, max_steps, power) for d in dims]
+            run = {"dims": list(dims), "counts": [as_json(r[0]) for r in rows],
+                   "v_overlap": [as_json(r[1]) for r in rows], "wc_overlap": [as_json(r[2]) for r in rows]}
+        else:
+            c, kw = separation_runs(cfg)[name]
+            sep = K.run_separation(c, dev, **kw)
+            run = {"dims": sep["dims"], **{k: [as_json(r) for r in sep[k]] for k in ("vanilla", "stage1", "stage3")}}
+        out["runs"][name] = {**run, "seconds": round(time.perf_counter() - t0, 1),
+                             **({"git_revision": revision, "threads": args.threads} if args.only else {})}
         print(name, round(time.perf_counter() - t0, 1), "s", flush=True)
-    out["seconds"] = round(time.perf_counter() - start, 1)
+    if not args.only:
+        out["seconds"] = round(time.perf_counter() - start, 1)
     runtime.write_json_atomic(OUT, out)
     print(json.dumps({k: v.get("seconds") for k, v in out["runs"].items()}))
 

@@ -1,14 +1,18 @@
 """Metrics shared by the chapters, each in one place: dispatch entropy and routing matrices (Chen et al.), unit
 vectors, cosines and overlaps (Chen et al., Kawata et al., Makkuva et al.), permutation-matched parameter errors
-(Makkuva et al.) and log-log slope fits (every rate a chapter measures). Batched over a leading seed axis."""
+(Makkuva et al.), log-log slope fits (every rate a chapter measures) and their bootstrap bands over seeds (Hermite,
+Kawata et al.). Batched over a leading seed axis."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from scipy import stats
 from scipy.optimize import linear_sum_assignment
 
-from moetheory.checks import check_int
+from moetheory.checks import check_float, check_int
 
 
 def routing_matrix(cluster: torch.Tensor, expert: torch.Tensor, n_clusters: int, n_experts: int) -> torch.Tensor:
@@ -81,3 +85,53 @@ def loglog_slope(x, y) -> float:
     if not np.all(np.isfinite(y)):
         return float("nan")
     return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(y), 1)[0])
+
+
+def slope_band(dims, samples, level: float = 0.9, *, minus=None, n_resamples: int = 2000,
+               seed: int = 0) -> tuple[float, float, float]:
+    """``(slope, low, high)``: the log-log slope of the median over seeds of ``samples (D, S)`` against ``dims``
+    and its percentile bootstrap band (``scipy.stats.bootstrap``; every d's seeds resampled on their own;
+    ``n_resamples``, fixed ``seed``). A censored run (``nan`` or ``inf``) counts as +inf, above the median; a
+    median that is censored makes the slope +inf. With ``minus (D, S')`` (resampled on its own too): the slope of
+    ``samples`` minus that of ``minus``, ``-inf`` when ``minus``'s is censored (no evidence of a gap)."""
+    check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
+    check_int("n_resamples", n_resamples, 1)
+    logx = np.log(np.asarray(dims, dtype=float))
+    groups = [np.nan_to_num(np.asarray(s, dtype=float), nan=np.inf, posinf=np.inf) for s in (samples, minus)
+              if s is not None]
+    if logx.size < 2 or any(g.ndim != 2 or g.shape[0] != logx.size for g in groups):
+        raise ValueError(f"samples must be (len(dims) >= 2, seeds); got dims {logx.shape}, samples "
+                         f"{[g.shape for g in groups]}")
+    centred = (logx - logx.mean()) / ((logx - logx.mean()) ** 2).sum()  # slope = centred @ log(medians)
+
+    def slope(*rows, axis=-1):
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where a median is censored
+            logm = np.stack([np.log(np.median(r, axis=axis)) for r in rows])
+            fitted = np.tensordot(centred, logm, axes=1)
+        return np.where(np.isfinite(logm).all(0), fitted, np.inf)
+
+    def statistic(*rows, axis=-1):
+        d = len(logx)
+        if len(rows) == d:
+            return slope(*rows, axis=axis)
+        gap = slope(*rows[:d], axis=axis) - slope(*rows[d:], axis=axis)
+        return np.where(np.isnan(gap), -np.inf, gap)  # both censored: no evidence of a gap
+
+    rows = [r for g in groups for r in g]
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # scipy's interval is nan where both
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)  # neighbours of a percentile are infinite
+        res = stats.bootstrap(rows, statistic, n_resamples=n_resamples, confidence_level=level,
+                              method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    alpha = (1 - level) / 2
+    band = [_infinite_percentile(res.bootstrap_distribution, q) if np.isnan(v) else float(v)
+            for v, q in zip((res.confidence_interval.low, res.confidence_interval.high), (alpha, 1 - alpha))]
+    return float(statistic(*rows)), *band
+
+
+def _infinite_percentile(values: np.ndarray, q: float) -> float:
+    """The ``q``-quantile of ``values`` where one of its two neighbours is infinite (a linear quantile gives
+    ``nan`` there, inf - inf): that infinity, or the lower neighbour when the quantile falls on it."""
+    ordered = np.sort(values)
+    pos = q * (ordered.size - 1)
+    below, above = ordered[int(np.floor(pos))], ordered[int(np.ceil(pos))]
+    return float(below if pos == np.floor(pos) or below == -np.inf else above)

@@ -78,6 +78,12 @@ def test_validation_errors_name_the_parameter():
         K.Config(vanilla_width=0)
     with pytest.raises(ValueError, match="activation"):
         K.Config(activation="tanh")
+    with pytest.raises(ValueError, match=r"variants\[0\]"):
+        K.Config(variants=("tanh",))
+    with pytest.raises(ValueError, match=r"stage1_ablations\[1\]"):
+        K.Config(stage1_ablations=("clip5", "no-such"))
+    with pytest.raises(ValueError, match="ablation_runs must be a tuple"):
+        K.Config(ablation_runs="no-centring")
 
 
 @settings(max_examples=25, deadline=None)
@@ -200,6 +206,32 @@ def test_tiny_preset_end_to_end():
     assert np.array(metrics["expert_specialised"]).shape == (s, cfg.n_clusters)
     counts = np.array(metrics["routing_counts"])  # every test point routed to one expert
     assert counts.shape == (s, cfg.n_clusters, cfg.n_experts) and (counts.sum((1, 2)) == cfg.n_test).all()
+    # the chapter's variants and ablations, recorded with the run
+    assert set(metrics["variants"]) == set(cfg.variants)
+    assert set(metrics["ablation_runs"]) == {f"{n}-c{cfg.n_clusters}" for n in cfg.ablation_runs}
+    stage1 = metrics["stage1_ablations"]
+    assert set(stage1) == {"c2", "c4"} and set(stage1["c4"]) == {"default", *cfg.stage1_ablations}
+    assert np.array(stage1["c4"]["default"]).shape == (cfg.stage1_seeds, 4)
+
+
+def test_chapter_runs_are_the_runs_the_chapter_made_and_are_read_back_only_for_their_config():
+    cfg = runtime.replace_config(K.config("tiny"), more_clusters=(), separation_dims=(), variants=("relu",),
+                                 ablation_runs=("no-centring",), stage1_ablations=())
+    runs = K.run_extras(cfg, "cpu")
+    alone = K.run(runtime.replace_config(cfg, activation="relu"), "cpu", side_runs=False)
+    assert runs["variants"]["relu"] == alone.metrics()  # as if the chapter had run the variant itself
+    plain = K.run(K.ablation(cfg, "no-centring"), "cpu", side_runs=False).metrics()
+    assert runs["ablation_runs"]["no-centring-c2"] == plain
+    assert runs["variants"]["relu"] != plain
+    default = K.stage1_recovery(K.train_stage1(runtime.replace_config(cfg, n_seeds=cfg.stage1_seeds), "cpu"))
+    assert runs["stage1_ablations"] == {"c2": {"default": default.astype(int).tolist()}}
+    report = SimpleNamespace(config=runtime.config_dict(cfg), metrics=runs)
+    assert K.recorded_extras(cfg, report) == runs
+    assert K.recorded_extras(runtime.replace_config(cfg, seed=1), report) is None  # another config
+    assert K.recorded_extras(cfg, SimpleNamespace(config=report.config, metrics={})) is None  # not recorded
+    assert K.recorded_extras(cfg, None) is None
+    none = runtime.replace_config(cfg, variants=(), ablation_runs=(), cluster_ablation_runs=())
+    assert K.run_extras(none, "cpu") == {}
 
 
 def test_tiny_run_with_four_clusters_is_shaped_by_c():

@@ -74,6 +74,49 @@ def test_loglog_slope_recovers_a_power_and_flags_censored_values():
     assert np.isnan(metrics.loglog_slope(x, [1.0, 2.0, np.inf, 4.0]))
 
 
+@pytest.mark.parametrize("true_slope", [1.0, 2.0])
+def test_slope_band_covers_the_true_slope_and_excludes_a_wrong_one(true_slope):
+    """Synthetic recovery times n = d^slope x lognormal noise: the 90% band holds the true slope (positive control)
+    and not one 0.5 away (the case that must fail); with 16x more seeds it is about 4x narrower (n^-1/2)."""
+    dims = (32, 64, 128, 256)
+    rng = np.random.default_rng(3)
+    widths = []
+    for n_seeds in (32, 512):
+        samples = np.array([d**true_slope * rng.lognormal(0.0, 0.8, n_seeds) for d in dims])
+        slope, low, high = metrics.slope_band(dims, samples)
+        assert slope == pytest.approx(metrics.loglog_slope(dims, np.median(samples, 1)))
+        assert low <= true_slope <= high
+        assert not low <= true_slope + 0.5 <= high
+        widths.append(high - low)
+    assert 2.5 < widths[0] / widths[1] < 6.5
+
+
+def test_slope_band_counts_censored_runs_above_the_median():
+    dims = (32, 64, 128)
+    samples = np.array([[d**2.0] * 20 for d in dims])
+    censored = samples.copy()
+    censored[-1, :4] = np.nan  # 20% censored at the largest d: the median is unchanged
+    assert metrics.slope_band(dims, censored) == pytest.approx((2.0, 2.0, 2.0))
+    censored[-1, :10] = np.inf  # half the runs censored (inf, as nan) at the largest d: the median is censored
+    slope, low, high = metrics.slope_band(dims, censored)  # (resamples with fewer censored runs: a finite slope)
+    assert slope == high == np.inf and low == pytest.approx(2.0)
+    censored[-1, :] = np.inf  # every run censored at the largest d: an unbounded slope, no evidence of a gap
+    assert metrics.slope_band(dims, censored) == (np.inf, np.inf, np.inf)
+    assert metrics.slope_band(dims, samples, minus=censored) == (-np.inf, -np.inf, -np.inf)
+    assert metrics.slope_band(dims, censored, minus=samples) == (np.inf, np.inf, np.inf)
+    assert metrics.slope_band(dims, samples**1.5, minus=samples) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_slope_band_rejects_bad_input():
+    dims = (8, 16, 32)
+    with pytest.raises(ValueError, match="level"):
+        metrics.slope_band(dims, np.ones((3, 4)), level=1.5)
+    with pytest.raises(ValueError, match="samples must be"):
+        metrics.slope_band([8], np.ones((1, 3)))
+    with pytest.raises(ValueError, match="samples must be"):
+        metrics.slope_band(dims, np.ones((3, 3)), minus=np.ones((2, 3)))
+
+
 def test_spherical_sgd_stays_on_sphere_and_descends():
     torch.manual_seed(0)
     target = torch.nn.functional.normalize(torch.randn(16), dim=0)

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 import torch
-from scipy import stats
 
 from moetheory import hermite, ledger, runtime
 from moetheory.checks import MAX_SEED, check_float, check_int
 from moetheory.hermite import hermite_torch
 from moetheory.ledger import Claim
-from moetheory.metrics import loglog_slope
+from moetheory.metrics import loglog_slope, slope_band
 from moetheory.optim import spherical_sgd_
 from moetheory.papers import Paper
 
@@ -127,8 +126,8 @@ class Result:
 
     def slope_band(self, k: int, level: float = 0.9) -> tuple[float, float]:
         """Percentile bootstrap interval of the fitted slope for exponent ``k``: the seeds of every dimension
-        resampled independently (2,000 resamples, fixed seed)."""
-        return slope_band(self.config.dims, self.samples[k], level)
+        resampled independently (2,000 resamples, fixed seed; :func:`moetheory.metrics.slope_band`)."""
+        return slope_band(self.config.dims, self.samples[k], level)[1:]
 
     def metrics(self) -> dict:
         return {
@@ -191,26 +190,6 @@ def samples_to_recovery(k: int, dims, n_seeds: int, eta: float, threshold: float
         keep = (finished < stop_fraction).repeat_interleave(n_seeds)  # (rows,)
         active = active[~reached & (cap[active] > done) & keep[active]]
     return hit.reshape(len(dims), n_seeds).cpu().numpy()
-
-
-def slope_band(dims, samples: np.ndarray, level: float = 0.9, n_resamples: int = 2000,
-               seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the log-log slope of the median samples against ``dims``: each row of
-    ``samples`` (one dimension's seeds; ``nan`` = censored, counted as +inf) resampled on its own."""
-    check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
-    logx = np.log(np.asarray(dims, dtype=float))
-    centred = (logx - logx.mean()) / ((logx - logx.mean()) ** 2).sum()  # slope = centred @ log(medians)
-
-    def slope(*rows, axis):
-        with np.errstate(invalid="ignore"):  # a resample whose median is censored gives a nan slope
-            logm = np.stack([np.log(np.median(r, axis=axis)) for r in rows])
-            return np.tensordot(centred, logm, axes=1)
-
-    rows = [np.nan_to_num(r, nan=np.inf) for r in np.asarray(samples, dtype=float)]
-    with np.errstate(invalid="ignore"):  # scipy's spread of the resampled slopes, some of them nan
-        res = stats.bootstrap(rows, slope, n_resamples=n_resamples, confidence_level=level, method="percentile",
-                              vectorized=True, random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def d_log_d_slope(dims) -> float:

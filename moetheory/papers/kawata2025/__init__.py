@@ -30,7 +30,7 @@ import torch
 from moetheory import runtime
 from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
 from moetheory.checks import MAX_SEED, check_choice, check_float, check_int
-from moetheory.metrics import overlaps
+from moetheory.metrics import overlaps, slope_band  # the chapter fits its slopes with K.slope_band
 from moetheory.papers import Paper
 from moetheory.papers.kawata2025.claims import (
     CHANCE_FACTOR,
@@ -56,11 +56,11 @@ from moetheory.papers.kawata2025.exponents import (
     task_correlations,
     task_exponent,
 )
+from moetheory.papers.kawata2025.extras import recorded_extras, run_extras
 from moetheory.papers.kawata2025.model import chance_level, random_unit, sgd_step
 from moetheory.papers.kawata2025.separation import (
     SLOPE_GAP_MIN,
     geometric_grid,
-    loglog_slope,
     moe_samples,
     recorded_separation,
     run_separation,
@@ -74,8 +74,9 @@ __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kaw
     "PROVENANCE", "provenance_of", "claims", "PAPER", "stage1_schedule", "ABLATIONS", "ablation",
     "SCHEDULES", "CLIP_UNITS", "clip_norm", "train_stage1", "stage1_recovery",
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
-    "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid", "loglog_slope",
+    "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid",
     "separation_verdict", "SLOPE_GAP_MIN", "moe_samples", "recorded_separation", "sample_counts", "separation_slopes",
+    "run_extras", "recorded_extras", "slope_band",
 ]
 
 
@@ -120,6 +121,13 @@ class Config:
     separation_width: int = 16  # vanilla neurons (chance level of 16 at d = 8: 0.68, below the 0.8 threshold)
     separation_expert_width: int = 2  # stage-3 neurons per expert (8 experts x 2 = the vanilla width)
     separation_budget: int = 16000  # steps at d = 32 before a run is censored; x (d/32)^k* vanilla, ^(k*-1) stage 3
+    # the chapter's variants and ablations (extras.run_extras), run with the record so that the chapter reads them
+    # (metrics variants, ablation_runs, stage1_ablations); none enters a claim; () = not run
+    variants: tuple[str, ...] = ("h3+h4", "relu")  # students of full runs in the main setting
+    ablation_runs: tuple[str, ...] = ("no-centring",)  # ABLATIONS run as full pipelines in the main setting
+    cluster_ablation_runs: tuple[str, ...] = ("old-stage1",)  # ABLATIONS run so at each C of more_clusters
+    stage1_ablations: tuple[str, ...] = ("clip5", "no-clip", "old-stage1")  # stage 1 alone, beside the default
+    stage1_seeds: int = 4  # seeds of those stage-1-alone runs (at C = n_clusters and each C of more_clusters)
 
     def __post_init__(self):
         check_int("d", self.d, 4)
@@ -135,6 +143,13 @@ class Config:
                      "separation_expert_width", "separation_budget"):
             check_int(name, getattr(self, name), 1)
         check_int("n_checkpoints", self.n_checkpoints, 2)
+        check_int("stage1_seeds", self.stage1_seeds, 1)
+        for name, allowed in (("variants", HERMITE_ACTIVATIONS), ("ablation_runs", ABLATIONS),
+                              ("cluster_ablation_runs", ABLATIONS), ("stage1_ablations", ABLATIONS)):
+            if not isinstance(getattr(self, name), tuple):
+                raise ValueError(f"{name} must be a tuple of names; got {getattr(self, name)!r}")
+            for i, v in enumerate(getattr(self, name)):
+                check_choice(f"{name}[{i}]", v, allowed)
         check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("rho", "noise_std"):  # larger: the cubic links and the MSE overflow (NaN claims at 1e300)
             check_float(name, getattr(self, name), 0.0, 1e6)
@@ -225,12 +240,14 @@ PRESETS = {  # each also runs C = 4 clusters with orthogonal means (``more_clust
     # seconds: unit tests
     "tiny": Config(d=12, n_seeds=2, vanilla_width=8, stage1_steps=400, stage2_steps=30, stage3_steps=60,
                    expert_width=4, n_fit=512, n_test=512, n_checkpoints=3, separation_dims=(8, 12),
-                   separation_seeds=2, separation_budget=400),
+                   separation_seeds=2, separation_budget=400, variants=("relu",), cluster_ablation_runs=(),
+                   stage1_ablations=("clip5",), stage1_seeds=2),
     "quick": Config(),  # the notebook, d = 32
     # d = 128 (our choice: the paper's dimensions were not read) with every stage (d / 32)^2 = 16 times longer
     # (online SGD needs ~d^(k*-1) samples for k* = 3; stage 1 by stage1_schedule, 48000 steps at C = 2)
+    # (the chapter's variants and ablations are not run at this scale)
     "paper": Config(d=128, n_seeds=8, stage1_steps=3000, stage2_steps=16000, stage3_steps=48000, n_fit=32768,
-                    n_test=32768),
+                    n_test=32768, variants=(), ablation_runs=(), cluster_ablation_runs=(), stage1_ablations=()),
 }
 
 
@@ -266,6 +283,7 @@ class Result:
     device: str  # where it ran (not in metrics(): the report records it)
     separation: dict | None = None  # separation.run_separation(config) (``separation_dims``), else None
     extra: dict = field(default_factory=dict)  # C -> Result of ``cluster_config(config, C)`` (``more_clusters``)
+    chapter_runs: dict = field(default_factory=dict)  # extras.run_extras(config): the chapter's variants, ablations
 
     def metrics(self) -> dict:
         end = lambda a: np.round(a[:, -1].astype(float), 4).tolist()  # noqa: E731
@@ -301,20 +319,25 @@ class Result:
             "k_star": self.k_star,
             **({} if self.separation is None else {"separation": _finite(self.separation)}),
             **{f"c{c}": r.metrics() for c, r in self.extra.items()},
+            **self.chapter_runs,
         }
 
 
-def run(config: Config, device="auto", progress: bool = False) -> Result:
+def run(config: Config, device="auto", progress: bool = False, *, side_runs: bool = True) -> Result:
     """Train the vanilla network and the stagewise MoE on the same online stream (seeds batched), in the setting
     of ``config`` and then in ``cluster_config(config, C)`` for each C of ``config.more_clusters``
-    (``Result.extra``)."""
+    (``Result.extra``); then the separation (``separation_dims``) and the chapter's variants and ablations
+    (:func:`~.extras.run_extras`, ``Result.chapter_runs``), unless ``side_runs`` is false (the chapter reads
+    those two from the record)."""
     from moetheory.papers.kawata2025.pipeline import run_setting
 
     dev = runtime.resolve_device(device)
     result = run_setting(config, dev, progress)
     result.extra = {c: run_setting(cluster_config(config, c), dev, progress) for c in config.more_clusters}
-    if config.separation_dims:
+    if side_runs and config.separation_dims:
         result.separation = run_separation(config, dev)
+    if side_runs:
+        result.chapter_runs = run_extras(config, dev)
     return result
 
 

@@ -11,10 +11,10 @@ import sympy as sp
 
 from moetheory import ledger
 from moetheory.ledger import NOT_REPORTED, Claim
+from moetheory.metrics import slope_band
 from moetheory.papers.kawata2025.model import chance_level
 from moetheory.papers.kawata2025.separation import (
     SLOPE_GAP_MIN,
-    loglog_slope,
     moe_samples,
     sample_counts,
     separation_verdict,
@@ -109,7 +109,7 @@ def separation_slopes(separation: dict) -> dict:
     """Vanilla and MoE log-log slopes ``(slope, low, high)`` of samples to recover w_g against d, and
     :func:`~.separation.separation_verdict` of their gap."""
     dims, van, moe = separation["dims"], sample_counts(separation["vanilla"]), moe_samples(separation)
-    return {"vanilla": loglog_slope(dims, van), "moe": loglog_slope(dims, moe),
+    return {"vanilla": slope_band(dims, van), "moe": slope_band(dims, moe),
             **separation_verdict(dims, van, moe)}
 
 

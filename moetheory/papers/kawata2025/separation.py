@@ -3,8 +3,9 @@ for the vanilla network and for the stagewise MoE, with a generic student activa
 
 Each network is checked on a geometric grid of steps counted from the START of its stage (:func:`geometric_grid`),
 so the grid cannot set the slope the way the old linear grid over a d^2-long run did; a run that never reaches the
-threshold within its cap is censored (``inf``). :func:`loglog_slope` fits the log-log slope of the median over seeds
-with a bootstrap band over seeds; :func:`separation_verdict` is the claim's criterion, fixed before measuring.
+threshold within its cap is censored (``inf``). :func:`moetheory.metrics.slope_band` fits the log-log slope of the
+median over seeds with a bootstrap band over seeds; :func:`separation_verdict` is the claim's criterion, fixed before
+measuring.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import torch
 from moetheory import runtime
 from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
 from moetheory.checks import check_choice, check_int
-from moetheory.metrics import overlaps
+from moetheory.metrics import overlaps, slope_band
 from moetheory.papers.kawata2025.data import make_cluster_problem, sample_clusters
+from moetheory.papers.kawata2025.extras import recorded_metrics
 from moetheory.papers.kawata2025.model import prune, random_unit, route, router_step, sgd_step
 
-__all__ = ["geometric_grid", "first_hit", "loglog_slope", "separation_verdict", "run_separation", "moe_samples",
-           "sample_counts", "recorded_separation", "separation_setting", "SLOPE_GAP_MIN", "BAND"]
+__all__ = ["geometric_grid", "first_hit", "separation_verdict", "run_separation", "moe_samples", "sample_counts",
+           "recorded_separation", "separation_setting", "SLOPE_GAP_MIN"]
 
 SLOPE_GAP_MIN = 0.5  # criterion (fixed before measuring): the lower end of the band of vanilla slope - MoE slope
 # must exceed half the predicted gap (k* + 1) - k* = 1; a gap whose band reaches below 0.5 does not count
-BAND = (5.0, 95.0)  # percentiles of the bootstrap band over seeds
 PER_OCTAVE = 8  # grid points per doubling of the step count (a factor 2^(1/8) = 1.09 between checks)
 
 
@@ -46,38 +47,6 @@ def first_hit(values: np.ndarray, grid: np.ndarray, threshold: float) -> np.ndar
     return np.where(hit.any(1), np.asarray(grid, dtype=float)[hit.argmax(1)], np.inf)
 
 
-def _boot_medians(times: np.ndarray, rng, n_boot: int) -> np.ndarray:
-    """``(n_boot, D)`` medians over seeds resampled with replacement within each d."""
-    idx = rng.integers(0, times.shape[1], (n_boot, *times.shape))  # (B, D, S)
-    return np.median(np.take_along_axis(np.broadcast_to(times, idx.shape), idx, -1), -1)
-
-
-def _slopes(logd: np.ndarray, med: np.ndarray) -> np.ndarray:
-    """Least-squares slopes of ``log(med (..., D))`` against ``logd``; ``inf`` where a median is censored."""
-    y = np.log(med)
-    finite = np.isfinite(y).all(-1)
-    y = np.where(finite[..., None], y, 0.0)
-    x = logd - logd.mean()
-    return np.where(finite, (y * x).sum(-1) / (x * x).sum(), np.inf)
-
-
-def _check_times(dims, times) -> tuple[np.ndarray, np.ndarray]:
-    dims, times = np.asarray(dims, dtype=float), np.asarray(times, dtype=float)
-    if dims.size < 2 or times.ndim != 2 or times.shape[0] != dims.size:
-        raise ValueError(f"times must be (len(dims) >= 2, seeds); got dims {dims.shape}, times {times.shape}")
-    return np.log(dims), times
-
-
-def loglog_slope(dims, times, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(slope, band low, band high) of log(median over seeds of ``times (D, S)``) against log(``dims``); the band
-    resamples the seeds of every d independently (:data:`BAND` percentiles). A median that is censored (``inf``)
-    gives an infinite slope."""
-    logd, times = _check_times(dims, times)
-    boot = _slopes(logd, _boot_medians(times, np.random.default_rng(seed), n_boot))
-    lo, hi = np.percentile(boot, BAND, method="nearest")  # nearest: a censored (inf) slope stays inf
-    return float(_slopes(logd, np.median(times, 1))), float(lo), float(hi)
-
-
 def sample_counts(rows) -> np.ndarray:
     """``(D, S)`` floats from a separation entry, ``None`` (a record's censored count) read as ``inf``."""
     return np.array([[math.inf if v is None else float(v) for v in row] for row in rows])
@@ -93,27 +62,16 @@ def recorded_separation(cfg, report) -> dict | None:
     """The separation of a record ``report`` (:func:`moetheory.reproduce.recorded`) made with the config ``cfg``
     (``None`` when there is no record or it was made with another config): a chapter reads it instead of
     re-running it."""
-    if report is None or "separation" not in report.metrics or report.config != runtime.config_dict(cfg):
-        return None
-    return report.metrics["separation"]
+    found = recorded_metrics(cfg, report, ("separation",))
+    return None if found is None else found["separation"]
 
 
 def separation_verdict(dims, vanilla_times, moe_times, n_boot: int = 2000, seed: int = 0) -> dict:
-    """The criterion of ``kawata2025/separation-slope``: the bootstrap band (seeds resampled) of the vanilla slope
-    minus the MoE slope (:func:`loglog_slope` of the medians); ``holds`` when its lower end exceeds
+    """The criterion of ``kawata2025/separation-slope``: the 90% bootstrap band (seeds resampled) of the vanilla slope
+    minus the MoE slope (:func:`moetheory.metrics.slope_band` of the medians); ``holds`` when its lower end exceeds
     :data:`SLOPE_GAP_MIN`. A censored MoE median makes the gap ``-inf`` (no evidence for the MoE)."""
-    logd, van = _check_times(dims, vanilla_times)
-    moe = _check_times(dims, moe_times)[1]
-    rng = np.random.default_rng(seed)
-
-    def gap(v, m):
-        g = _slopes(logd, v) - _slopes(logd, m)
-        return np.where(np.isnan(g), -np.inf, g)  # both censored: no evidence of a gap
-
-    gaps = gap(_boot_medians(van, rng, n_boot), _boot_medians(moe, rng, n_boot))
-    lo, hi = np.percentile(gaps, BAND, method="nearest")
-    point = float(gap(np.median(van, 1), np.median(moe, 1)))
-    return {"gap": point, "gap_low": float(lo), "gap_high": float(hi), "holds": bool(lo > SLOPE_GAP_MIN)}
+    gap, low, high = slope_band(dims, vanilla_times, 0.9, minus=moe_times, n_resamples=n_boot, seed=seed)
+    return {"gap": gap, "gap_low": low, "gap_high": high, "holds": bool(low > SLOPE_GAP_MIN)}
 
 
 @torch.no_grad()
