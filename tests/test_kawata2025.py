@@ -218,9 +218,9 @@ def test_chapter_runs_are_the_runs_the_chapter_made_and_are_read_back_only_for_t
     cfg = runtime.replace_config(K.config("tiny"), more_clusters=(), separation_dims=(), variants=("relu",),
                                  ablation_runs=("no-centring",), stage1_ablations=())
     runs = K.run_extras(cfg, "cpu")
-    alone = K.run(runtime.replace_config(cfg, activation="relu"), "cpu", side_runs=False)
+    alone = K.run_settings(runtime.replace_config(cfg, activation="relu"), "cpu")
     assert runs["variants"]["relu"] == alone.metrics()  # as if the chapter had run the variant itself
-    plain = K.run(K.ablation(cfg, "no-centring"), "cpu", side_runs=False).metrics()
+    plain = K.run_settings(K.ablation(cfg, "no-centring"), "cpu").metrics()
     assert runs["ablation_runs"]["no-centring-c2"] == plain
     assert runs["variants"]["relu"] != plain
     default = K.stage1_recovery(K.train_stage1(runtime.replace_config(cfg, n_seeds=cfg.stage1_seeds), "cpu"))

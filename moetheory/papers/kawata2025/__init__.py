@@ -76,7 +76,7 @@ __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kaw
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
     "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid",
     "separation_verdict", "SLOPE_GAP_MIN", "moe_samples", "recorded_separation", "sample_counts", "separation_slopes",
-    "run_extras", "recorded_extras", "slope_band",
+    "run_extras", "recorded_extras", "slope_band", "run_settings",
 ]
 
 
@@ -323,21 +323,27 @@ class Result:
         }
 
 
-def run(config: Config, device="auto", progress: bool = False, *, side_runs: bool = True) -> Result:
+def run(config: Config, device="auto", progress: bool = False) -> Result:
     """Train the vanilla network and the stagewise MoE on the same online stream (seeds batched), in the setting
     of ``config`` and then in ``cluster_config(config, C)`` for each C of ``config.more_clusters``
-    (``Result.extra``); then the separation (``separation_dims``) and the chapter's variants and ablations
-    (:func:`~.extras.run_extras`, ``Result.chapter_runs``), unless ``side_runs`` is false (the chapter reads
-    those two from the record)."""
+    (:func:`run_settings`); then the separation (``separation_dims``) and the chapter's variants and ablations
+    (:func:`~.extras.run_extras`, ``Result.chapter_runs``)."""
+    dev = runtime.resolve_device(device)
+    result = run_settings(config, dev, progress)
+    if config.separation_dims:
+        result.separation = run_separation(config, dev)
+    result.chapter_runs = run_extras(config, dev)
+    return result
+
+
+def run_settings(config: Config, device="auto", progress: bool = False) -> Result:
+    """:func:`run` without the separation and the chapter's variants and ablations (the chapter reads those two
+    from the record): the setting of ``config``, then ``cluster_config(config, C)`` in ``Result.extra``."""
     from moetheory.papers.kawata2025.pipeline import run_setting
 
     dev = runtime.resolve_device(device)
     result = run_setting(config, dev, progress)
     result.extra = {c: run_setting(cluster_config(config, c), dev, progress) for c in config.more_clusters}
-    if side_runs and config.separation_dims:
-        result.separation = run_separation(config, dev)
-    if side_runs:
-        result.chapter_runs = run_extras(config, dev)
     return result
 
 
