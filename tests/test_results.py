@@ -131,12 +131,15 @@ def test_compare_claims_reports_verdicts_and_value_gaps():
     from dataclasses import replace
 
     from moetheory.ledger import NOT_RUN, Ledger
-    from moetheory.reproduce import compare_claims
+    from moetheory.reproduce import _is_number, compare_claims
 
     record = Report.from_json(json.loads((Path(RESULTS_DIR) / "chen2022-quick.json").read_text()))
     same = compare_claims(record, record)
     ran = [r for r in same if r["holds"] is not None]
-    assert ran and all(r["agree"] and r["rel_diff"] == 0 for r in ran)
+    assert ran and all(r["agree"] for r in ran)
+    numeric = {c.id for c in record.claims if _is_number(c.reproduced)}
+    assert numeric and all(r["rel_diff"] == 0 for r in ran if r["id"] in numeric)
+    assert all(r["rel_diff"] is None for r in ran if r["id"] not in numeric)  # a value in words: no difference
     assert all(r["agree"] is None for r in same if r["holds"] is None)  # a claim the record did not run (S2-S4)
     first, second, *rest = record.claims
     ours = replace(record, claims=Ledger([
