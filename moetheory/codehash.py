@@ -144,7 +144,12 @@ def changed_definitions(paper: str, revision: str, root: Path = REPO_ROOT) -> li
     """``path:name`` of each definition the paper's code had at ``revision`` that is edited or gone in the working
     tree (one moved unchanged to another module of the paper's code does not count); ``[]`` when the code that made
     a record at ``revision`` is still today's."""
-    then, now = code_digests(paper, at_revision(revision, root)), code_digests(paper, working_tree(root))
+    return compare(code_digests(paper, at_revision(revision, root)), code_digests(paper, working_tree(root)))
+
+
+def compare(then: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """:func:`changed_definitions`' rule on two :func:`code_digests`: ``path:name`` of each definition of ``then``
+    edited or gone in ``now``, unless moved unchanged or only presentation."""
     today = {(name, digest) for defs in now.values() for name, digest in defs.items()}
     return sorted(f"{path}:{name}" for path, defs in then.items() for name, digest in defs.items()
                   if now.get(path, {}).get(name) != digest and (name, digest) not in today

@@ -20,11 +20,7 @@ def reader(files):
 
 
 def diff(then, now):
-    """changed_definitions' rule on two file sets (the function itself reads git)."""
-    old, new = (codehash.code_digests("toy", reader(f)) for f in (then, now))
-    today = {(n, d) for defs in new.values() for n, d in defs.items()}
-    return sorted(f"{p}:{n}" for p, defs in old.items() for n, d in defs.items()
-                  if new.get(p, {}).get(n) != d and (n, d) not in today and not codehash._presentation(p, n))
+    return codehash.compare(*(codehash.code_digests("toy", reader(f)) for f in (then, now)))
 
 
 def test_imports_are_followed_transitively_and_only_within_the_package():
