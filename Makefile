@@ -90,11 +90,11 @@ book-strict: install mathjax ## the book with warnings as errors
 	@echo "[$$(date +%T)] strict book build done"
 
 # Every built page in headless Chromium, offline: MathJax errors, raw markup, alt text, references, widths at 1400 px
-# (tests/browser/check_pages.py). Without Chromium it prints a notice and passes; MOETHEORY_REQUIRE_BROWSER=1 (CI)
-# makes a missing browser an error. Whole-page screenshots (in tiles) of a few pages at 1400 and 412 px go to
-# _build/screenshots/.
+# and at a phone's 412 px (tests/browser/check_pages.py; _static/phone.css fits tables and equations to a phone).
+# Without Chromium it prints a notice and passes; MOETHEORY_REQUIRE_BROWSER=1 (CI) makes a missing browser an error.
+# Whole-page screenshots (in tiles) of a few pages at 1400 and 412 px go to _build/screenshots/.
 browser-test: install ## the built book checked in headless Chromium (after book-strict)
-	$(PY) tests/browser/check_pages.py --html _build/html --screenshots _build/screenshots
+	$(PY) tests/browser/check_pages.py --html _build/html --width 1400 --width 412 --screenshots _build/screenshots
 	@echo "[$$(date +%T)] browser test done"
 
 execute: install ## re-execute notebooks in place (NB=book/x.ipynb for one), as nbval will run them

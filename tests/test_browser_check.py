@@ -154,20 +154,42 @@ def test_no_browser_means_a_notice_and_success_unless_required(monkeypatch, caps
     assert check_pages.main(["--html", "nowhere"]) == 1
 
 
+def one_page_site(tmp_path, article: str):
+    """A built site of one page, book/page.html, whose 600 px content column holds ``article``."""
+    site = tmp_path / "html"
+    (site / "book").mkdir(parents=True)
+    (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/page.html" />')
+    body = f'<div style="width: 600px"><article class="bd-article">{article}</article></div>'
+    (site / "book" / "page.html").write_text(f"<html><body>{body}</body></html>")
+    return site
+
+
 @pytest.mark.skipif(check_pages.find_browser() is None, reason="no Chromium installed: the browser run is not tested")
 def test_chromium_run_fails_on_a_broken_page(tmp_path):
     """End to end: a page with a literal directive and a table wider than the column, loaded in Chromium."""
-    site = tmp_path / "html"
-    (site / "book").mkdir(parents=True)
-    (site / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/broken.html" />')
-    body = (
-        '<div style="width: 600px"><article class="bd-article"><p>```{prf:theorem} Vanilla networks</p>'
-        '<table style="width: 900px"><tr><td>wide</td></tr></table></article></div>'
+    site = one_page_site(
+        tmp_path,
+        '<p>```{prf:theorem} Vanilla networks</p><table style="width: 900px"><tr><td>wide</td></tr></table>',
     )
-    (site / "book" / "broken.html").write_text(f"<html><body>{body}</body></html>")
     findings, notes, info = check_pages.check_site(check_pages.find_browser(), site, [1400], [], 5000, None)
     assert info["pages"] == 1 and notes == []
     assert sorted({f.kind for f in findings}) == ["markup", "wide"], findings
+
+
+@pytest.mark.skipif(check_pages.find_browser() is None, reason="no Chromium installed: the browser run is not tested")
+@pytest.mark.parametrize("content_px, wide", [(900, True), (300, False)])
+def test_a_table_scrolling_inside_its_own_box_is_caught(tmp_path, content_px, wide):
+    """A table made a scrolling block (as the theme does) fits the column while its rows scroll inside it: that is
+    found as wide; the same block with rows that fit is not (the control)."""
+    site = one_page_site(
+        tmp_path,
+        '<p>text</p><table style="display: block; max-width: 100%; overflow-x: auto">'
+        f'<tr><td><div style="width: {content_px}px">cells</div></td></tr></table>',
+    )
+    findings, _, _ = check_pages.check_site(check_pages.find_browser(), site, [1400], [], 5000, None)
+    assert [f.kind for f in findings] == (["wide"] if wide else []), findings
+    if wide:
+        assert "its own box by" in findings[0].what
 
 
 # ---- the book's Sphinx extension (_ext/moetheory_book.py) -------------------------------------------------------

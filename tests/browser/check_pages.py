@@ -15,8 +15,9 @@ Chromium returns, after MathJax has typeset it, is checked by :func:`analyse_pag
 - ``alt``: an image with no alt text or with a file name or hash as its alt text;
 - ``xref``: an unresolved cross-reference (``??``, a reference node without a link, an internal link whose page or
   anchor does not exist);
-- ``wide``: a display equation or table wider than the content column at the window width (measured in the
-  browser by ``layout.js``).
+- ``wide``: a display equation or table wider than the content column at the window width, or whose content is
+  wider than its own box (scrolled or cut inside it: the theme makes tables and equations such boxes), measured in
+  the browser by ``layout.js``. ``make browser-test`` checks at 1400 px and at a phone's 412 px.
 
 Defects that need a re-executed chapter to fix are listed in ``KNOWN_DEFECTS`` with the issue that tracks them:
 reported, not failed on; one that is no longer found fails the run until it is taken off the list.
@@ -201,7 +202,7 @@ def check_layout(page: str, layout: dict | None) -> list[Finding]:
     return [
         Finding(page, "wide", f"{w['kind']} {w['what']!r} in #{w['section']}: {w['width']} px in a {w['column']} px "
                 f"column at {layout['window']} px (past its left edge by {max(-w.get('left', 0), 0)} px, its right "
-                f"edge by {max(w.get('right', 0), 0)} px)")
+                f"edge or its own box by {max(w.get('right', 0), 0)} px)")
         for w in layout.get("wide", [])
     ]
 

@@ -28,19 +28,25 @@
     var col = column.getBoundingClientRect();
     var report = {window: want ? Math.min(window.innerWidth, +want[1]) : window.innerWidth, column: Math.round(col.width), typeset: typeset, wide: [],
                   code_blocks: 0, code_blocks_scrolling: 0, height: document.documentElement.scrollHeight};
-    function check(kind, el, box) {
+    // a box past the column's edges, or content wider than its own box (the theme may make a table or an equation
+    // a scrolling or clipping block: the box then fits the column while its content scrolls or is cut inside it)
+    function check(kind, el, box, scrollers) {
       var r = box.getBoundingClientRect();
       if (r.width === 0) return;  // hidden (a closed dropdown): measured when opened, not here
-      if (r.left < col.left - 1 || r.right > col.right + 1) {
-        report.wide.push({kind: kind, what: describe(el), section: section(el), width: Math.round(r.width),
+      var cut = scrollers.reduce(function (most, s) {  // content wider than its own box: scrolled or cut
+        return s ? Math.max(most, s.scrollWidth - s.clientWidth) : most;
+      }, 0);
+      var right = Math.max(r.right - col.right, cut);
+      if (r.left < col.left - 1 || right > 1) {
+        report.wide.push({kind: kind, what: describe(el), section: section(el), width: Math.round(r.width + cut),
                           column: Math.round(col.width), left: Math.round(r.left - col.left),
-                          right: Math.round(r.right - col.right)});
+                          right: Math.round(right)});
       }
     }
     column.querySelectorAll('mjx-container[display="true"]').forEach(function (el) {
-      check("equation", el, el.querySelector("mjx-math") || el);
+      check("equation", el, el.querySelector("mjx-math") || el, [el, el.closest("div.math")]);
     });
-    column.querySelectorAll("table").forEach(function (el) { check("table", el, el); });
+    column.querySelectorAll("table").forEach(function (el) { check("table", el, el, [el]); });
     column.querySelectorAll("div.highlight pre").forEach(function (el) {
       if (el.getBoundingClientRect().width === 0) return;
       report.code_blocks += 1;
