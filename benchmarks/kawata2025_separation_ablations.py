@@ -17,7 +17,13 @@ seed for each variant below, with the quick preset's separation settings (eight 
   by the drift (the population gradient) takes twice the steps at every d, leaving the slopes as they are;
 - ``vanilla-small-step``: the vanilla network with the step ``lr / d x (8 / d)`` (the quick step at d = 8, then
   shrinking as d^-2: the noise-sized step of an exponent-4 direction, ``eta d^(-k/2)`` as in the Hermite chapter,
-  under which online SGD needs about d^(k-1) = d^3 samples), at d up to 64.
+  under which online SGD needs about d^(k-1) = d^3 samples), at d up to 64;
+- ``moe-small-step``: ``K.run_separation(noise_step=("stage1", "stage3"))``: both MoE stages with the noise-sized
+  step of their exponent k* = 3 (stage 1 finds the w_c, stage 3 finds w_g on routed, centred data), the quick step
+  times ``(8 / d)^(1/2)``, i.e. ``eta d^(-3/2)`` (about d^(k*-1) = d^2 samples predicted), each cap (stage 1: its
+  length) divided by the same factor, at d up to 64, to set against ``vanilla-small-step`` (its vanilla network
+  is the quick one, so its counts are the record's at d <= 32); ``moe-small-step-h3``: the same with stage 1's
+  student h3 (as ``moe-stage1-h3``), at d up to 48 (a censored stage 3 at d = 64 would run 181,000 steps).
 
     python benchmarks/kawata2025_separation_ablations.py [--threads 1] [--only RUN ...]
 
@@ -98,13 +104,20 @@ VANILLA_RUNS = {  # run -> (mode, dims, step cap, step power)
 }
 
 
+SMALL_STEP_DIMS = VANILLA_RUNS["vanilla-small-step"][1]
+
+
 def separation_runs(cfg):
     """run -> (config, keyword arguments of ``K.run_separation``)."""
+    wide = runtime.replace_config(cfg, separation_dims=SMALL_STEP_DIMS)
     return {"moe-stage1-longer": (runtime.replace_config(cfg, stage1_steps=4 * cfg.stage1_steps), {}),
             "moe-stage1-h3": (runtime.replace_config(cfg, separation_dims=(8, 12, 16, 24, 32, 48)),
                               {"stage1_activation": "h3"}),
             "half-step": (runtime.replace_config(cfg, lr=cfg.lr / 2, stage1_steps=2 * cfg.stage1_steps,
-                                                 separation_budget=2 * cfg.separation_budget), {})}
+                                                 separation_budget=2 * cfg.separation_budget), {}),
+            "moe-small-step": (wide, {"noise_step": ("stage1", "stage3")}),
+            "moe-small-step-h3": (runtime.replace_config(cfg, separation_dims=SMALL_STEP_DIMS[:-1]),
+                                  {"noise_step": ("stage1", "stage3"), "stage1_activation": "h3"})}
 
 
 def main() -> None:

@@ -85,3 +85,57 @@ def test_stage1_activation_changes_stage1_alone():
     assert same == base
     assert other["vanilla"] == base["vanilla"]  # the vanilla network runs before stage 1, on the same stream
     assert other["stage1"] != base["stage1"] or other["stage3"] != base["stage3"]
+
+
+def _steps_by_stage(monkeypatch, **kwargs):
+    """``{d: {stage: [lr of each SGD step]}}`` of ``K.run_separation`` at the tiny preset, the stage read from the
+    neurons' shape (vanilla ``(S, 1, width)``, stage 1 ``(S, 1, M)``, stage 3 ``(S, M, expert width)``)."""
+    from moetheory.papers.kawata2025 import separation
+
+    cfg, seen, real = K.config("tiny"), [], separation.sgd_step
+    shapes = {(1, cfg.separation_width): "vanilla", (1, cfg.n_experts): "stage1",
+              (cfg.n_experts, cfg.separation_expert_width): "stage3"}
+
+    def spy(u, x, y, act, lr, clip, weight=None):
+        seen.append((u.shape[-1], shapes[tuple(u.shape[1:3])], lr))
+        real(u, x, y, act, lr, clip, weight)
+
+    monkeypatch.setattr(separation, "sgd_step", spy)
+    out = K.run_separation(cfg, "cpu", **kwargs)
+    steps = {d: {key: [lr for dd, k, lr in seen if dd == d and k == key] for key in shapes.values()}
+             for d in cfg.separation_dims}
+    return cfg, out, steps
+
+
+@pytest.mark.parametrize("stages", [("stage1",), ("stage3",), ("stage1", "stage3")])
+def test_noise_step_shrinks_the_named_stages_as_stated(monkeypatch, stages):
+    cfg, base, base_steps = _steps_by_stage(monkeypatch)
+    _, out, steps = _steps_by_stage(monkeypatch, noise_step=stages)
+    k = 3  # the per-cluster exponent k* that both MoE stages face
+    assert K.noise_step_factor(12, k) == pytest.approx((8 / 12) ** 0.5)
+    assert K.noise_step_factor(K.NOISE_STEP_D, k) == 1.0
+    for key in ("vanilla", "stage1", "stage3"):
+        lr0, lr = base_steps[12][key], steps[12][key]
+        assert len(set(lr0)) == len(set(lr)) == 1  # one step size per stage and d
+        f = K.noise_step_factor(12, k) if key in stages else 1.0
+        assert lr[0] == pytest.approx(lr0[0] * f, rel=1e-12)
+    # stage 1 runs its whole (longer) schedule: its length is divided by the same factor
+    assert len(steps[12]["stage1"]) == round(len(base_steps[12]["stage1"]) / K.noise_step_factor(12, k)) \
+        if "stage1" in stages else len(steps[12]["stage1"]) == len(base_steps[12]["stage1"])
+    assert out["vanilla"] == base["vanilla"]  # the vanilla network runs first, on the same stream
+    # at d = NOISE_STEP_D the noise-sized step is the quick one: the same counts, bit for bit
+    i = cfg.separation_dims.index(K.NOISE_STEP_D)
+    assert all(out[key][i] == base[key][i] for key in ("vanilla", "stage1", "stage3"))
+    assert steps[K.NOISE_STEP_D] == base_steps[K.NOISE_STEP_D]
+
+
+def test_noise_step_validation_names_the_keyword():
+    cfg = K.config("tiny")
+    with pytest.raises(ValueError, match=r"noise_step\[0\]"):
+        K.run_separation(cfg, "cpu", noise_step=("vanilla",))
+    with pytest.raises(ValueError, match="noise_step must be a tuple"):
+        K.run_separation(cfg, "cpu", noise_step="stage1")
+    with pytest.raises(ValueError, match="noise_step must be a tuple"):
+        K.run_separation(cfg, "cpu", noise_step=("stage1", "stage1"))
+    with pytest.raises(ValueError, match="k must be"):
+        K.noise_step_factor(8, 0)

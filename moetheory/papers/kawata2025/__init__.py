@@ -59,9 +59,12 @@ from moetheory.papers.kawata2025.exponents import (
 from moetheory.papers.kawata2025.extras import recorded_extras, run_extras
 from moetheory.papers.kawata2025.model import chance_level, random_unit, sgd_step
 from moetheory.papers.kawata2025.separation import (
+    NOISE_STAGES,
+    NOISE_STEP_D,
     SLOPE_GAP_MIN,
     geometric_grid,
     moe_samples,
+    noise_step_factor,
     recorded_separation,
     run_separation,
     sample_counts,
@@ -76,7 +79,7 @@ __all__ = [  # the chapter reads K.<name>, the exponents of moetheory.papers.kaw
     "effective_exponent", "global_correlation", "mixture_exponent", "setting_exponent", "mean_basis",
     "task_correlations", "task_exponent", "chance_level", "run_separation", "geometric_grid",
     "separation_verdict", "SLOPE_GAP_MIN", "moe_samples", "recorded_separation", "sample_counts", "separation_slopes",
-    "run_extras", "recorded_extras", "slope_band", "run_settings",
+    "NOISE_STAGES", "NOISE_STEP_D", "noise_step_factor", "run_extras", "recorded_extras", "slope_band", "run_settings",
 ]
 
 

@@ -24,11 +24,24 @@ from moetheory.papers.kawata2025.extras import recorded_metrics
 from moetheory.papers.kawata2025.model import prune, random_unit, route, router_step, sgd_step
 
 __all__ = ["geometric_grid", "first_hit", "separation_verdict", "run_separation", "moe_samples", "sample_counts",
-           "recorded_separation", "separation_setting", "SLOPE_GAP_MIN"]
+           "recorded_separation", "separation_setting", "noise_step_factor", "SLOPE_GAP_MIN", "NOISE_STAGES",
+           "NOISE_STEP_D"]
 
 SLOPE_GAP_MIN = 0.5  # criterion (fixed before measuring): the lower end of the band of vanilla slope - MoE slope
 # must exceed half the predicted gap (k* + 1) - k* = 1; a gap whose band reaches below 0.5 does not count
 PER_OCTAVE = 8  # grid points per doubling of the step count (a factor 2^(1/8) = 1.09 between checks)
+NOISE_STAGES = ("stage1", "stage3")  # the MoE stages whose step run_separation(noise_step=...) can make noise-sized
+NOISE_STEP_D = 8  # the d at which a noise-sized step equals the quick one (the separation's smallest d)
+
+
+def noise_step_factor(d: int, k: int) -> float:
+    """``(8 / d)^(k/2 - 1)``: the quick step ``lr / d`` times this is ``lr / 8 x (8 / d)^(k/2)``, the noise-sized step
+    ``eta d^(-k/2)`` of a direction of exponent ``k`` (the ``hermite`` chapter), equal to the quick step at
+    :data:`NOISE_STEP_D`; with it online SGD needs about ``d^(k-1)`` samples (``benchmarks/``' ``vanilla-small-step``
+    is ``k = 4``)."""
+    check_int("d", d, 1)
+    check_int("k", k, 1)
+    return (NOISE_STEP_D / d) ** (k / 2 - 1)
 
 
 def geometric_grid(n_steps: int, per_octave: int = PER_OCTAVE, offset: float = 0.0) -> np.ndarray:
@@ -75,7 +88,8 @@ def separation_verdict(dims, vanilla_times, moe_times, n_boot: int = 2000, seed:
 
 
 @torch.no_grad()
-def run_separation(cfg, device="auto", *, stage1_activation: str | None = None) -> dict:
+def run_separation(cfg, device="auto", *, stage1_activation: str | None = None,
+                   noise_step: tuple[str, ...] = ()) -> dict:
     """Samples to recover w_g at each d of ``cfg.separation_dims`` (``cfg`` a :class:`~.Config`), seeds batched:
 
     - vanilla: ``separation_width`` neurons on all data; samples until the best ``|<u, w_g>| >= threshold``;
@@ -88,14 +102,21 @@ def run_separation(cfg, device="auto", *, stage1_activation: str | None = None) 
     Returns lists per d of ``(S,)`` sample counts (``inf``: censored): ``vanilla``, ``stage1``, ``stage3``.
     ``stage1_activation`` (a name of :data:`~moetheory.activations.HERMITE_ACTIVATIONS`; ``None``: the separation's
     student) changes the student of stage 1 alone: an ablation of the chapter (``benchmarks/``), not a preset.
+    ``noise_step`` (names of :data:`NOISE_STAGES`; ``()``: the quick steps) gives each named stage the noise-sized
+    step of its exponent k* (its step times :func:`noise_step_factor` ``(d, k*)``) and divides its cap by the same
+    factor (stage 1: its length), the same step-times-steps budget as the quick step's: an ablation, not a preset.
     """
     if stage1_activation is not None:
         check_choice("stage1_activation", stage1_activation, HERMITE_ACTIVATIONS)
+    if not isinstance(noise_step, tuple | list) or len(set(noise_step)) < len(noise_step):
+        raise ValueError(f"noise_step must be a tuple of distinct names of {NOISE_STAGES}; got {noise_step!r}")
+    for i, name in enumerate(noise_step):
+        check_choice(f"noise_step[{i}]", name, NOISE_STAGES)
     dev = runtime.resolve_device(device)
     out = {"dims": list(cfg.separation_dims), "vanilla": [], "stage1": [], "stage3": []}
     for d in cfg.separation_dims:
-        for key, counts in zip(("vanilla", "stage1", "stage3"), _one_dimension(cfg, d, dev, stage1_activation),
-                               strict=True):
+        for key, counts in zip(("vanilla", "stage1", "stage3"),
+                               _one_dimension(cfg, d, dev, stage1_activation, tuple(noise_step)), strict=True):
             out[key].append(counts.tolist())
     return out
 
@@ -128,7 +149,8 @@ def separation_setting(cfg, d: int, dev):
     return c, gen, problem
 
 
-def _one_dimension(cfg, d: int, dev, stage1_activation=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _one_dimension(cfg, d: int, dev, stage1_activation=None, noise_step=()) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
     """``(S,)`` sample counts at dimension ``d``: vanilla, stage 1, stage 3 (:func:`run_separation`)."""
     from moetheory.papers.kawata2025 import REFERENCE_D, STRONG, WEAK, clip_norm, stage1_schedule
 
@@ -154,6 +176,9 @@ def _one_dimension(cfg, d: int, dev, stage1_activation=None) -> tuple[np.ndarray
                      lambda u: overlaps(u[:, 0], w_g)[..., 0].max(-1).values.cpu().numpy(), STRONG)
     # MoE stage 1: one-neuron experts on their schedule; the count is the first weak recovery of every w_c
     lr1, t1 = stage1_schedule(c)
+    if "stage1" in noise_step:
+        f = noise_step_factor(d, k)
+        lr1, t1 = lr1 * f, max(1, round(t1 / f))
     u1 = random_unit((s, 1, m), d, gen, dev)
     act1 = act if stage1_activation is None else hermite_activation(stage1_activation)
     stage1 = _train(u1, t1, lr1, plain(act1), draw,
@@ -182,6 +207,9 @@ def _one_dimension(cfg, d: int, dev, stage1_activation=None) -> tuple[np.ndarray
         ov = overlaps(u, w_g)[..., 0].masked_fill(~keep[..., None], 0.0)  # (S, M, K), pruned experts 0
         return ov.flatten(1).max(-1).values.cpu().numpy()
 
-    stage3 = _train(u3, max(64, round(c.separation_budget * scale ** (k - 1))), c.lr / d, routed, draw, probe3,
-                    STRONG)
+    lr3, cap3 = c.lr / d, c.separation_budget * scale ** (k - 1)
+    if "stage3" in noise_step:
+        f = noise_step_factor(d, k)
+        lr3, cap3 = lr3 * f, cap3 / f
+    stage3 = _train(u3, max(64, round(cap3)), lr3, routed, draw, probe3, STRONG)
     return vanilla * c.batch, stage1 * c.batch, stage3 * c.batch
