@@ -62,6 +62,9 @@ class Report:
     claims: Ledger
     metrics: dict = field(default_factory=dict)
     dtype: str = "float32"  # the floating type it computed in (records made before this field: float32)
+    # CPU seconds of the process during the run (all its threads; None: made before this field): on a shared machine
+    # the wall time says more about the load than the code, this does not
+    cpu_s: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -70,6 +73,7 @@ class Report:
             "device": self.device,
             "dtype": self.dtype,
             "elapsed_s": round(self.elapsed_s, 2),
+            **({} if self.cpu_s is None else {"cpu_s": round(self.cpu_s, 2)}),
             "versions": self.versions,
             "git_revision": self.git_revision,
             "config": self.config,
@@ -87,7 +91,8 @@ class Report:
         claims = Ledger(Claim.from_dict(c) for c in data["claims"])
         keys = ("paper", "scale", "device", "elapsed_s", "versions", "git_revision")
         return cls(**{k: data[k] for k in keys}, config=current_config(data["paper"], data["config"]),
-                   claims=claims, metrics=data.get("metrics", {}), dtype=data.get("dtype", "float32"))
+                   claims=claims, metrics=data.get("metrics", {}), dtype=data.get("dtype", "float32"),
+                   cpu_s=data.get("cpu_s"))
 
     def write(self, out_dir: str | Path = RESULTS_DIR) -> Path:
         """Write ``<out_dir>/<paper>-<scale>.json`` atomically; returns the path."""
@@ -112,15 +117,16 @@ def reproduce(name: str, scale: str = "quick", device: str = "auto", *, progress
     """
     paper, config, dev = prepare(name, scale, device, overrides)
     revision = runtime.git_revision()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with runtime.precision(dev):
         result = paper.run(config, device=dev, progress=progress)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return Report(
         paper=paper.name,
         scale=scale,
         device=runtime.device_description(dev),
         elapsed_s=elapsed,
+        cpu_s=cpu,
         versions=runtime.versions(),
         git_revision=revision,
         config=runtime.config_dict(config),

@@ -17,6 +17,7 @@ from moetheory.reproduce import (
     current_config,
     gpu_run,
     load_report,
+    reproduce,
     summary_table,
 )
 
@@ -33,6 +34,30 @@ def test_results_file_is_a_complete_report_of_a_registered_paper(path):
     assert all(c.id.startswith(f"{report.paper}/") for c in report.claims)
     assert report.versions["torch"] and report.git_revision and report.config
     assert report.elapsed_s > 0
+    assert report.cpu_s is None or report.cpu_s > 0  # None: recorded before the field
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_report_records_cpu_time_apart_from_wall_time(register, tmp_path, busy):
+    """A run that computes has CPU time about its wall time; one that waits (as on a loaded machine) does not."""
+    import time
+    from dataclasses import replace
+
+    from conftest import TOY, toy_run
+
+    def run(config, device="auto", progress=False):
+        end = time.perf_counter() + 0.3
+        while busy and time.perf_counter() < end:
+            pass
+        time.sleep(0 if busy else 0.3)
+        return toy_run(config, device, progress)
+
+    register(replace(TOY, run=run))
+    report = reproduce("toy", "tiny", "cpu")
+    assert report.elapsed_s >= 0.3
+    assert (report.cpu_s > 0.25) if busy else (report.cpu_s < 0.15)
+    again = Report.from_json(json.loads(report.write(tmp_path).read_text()))
+    assert again.cpu_s == pytest.approx(report.cpu_s, abs=0.01)
 
 
 def record_problems(data: dict) -> list[str]:
