@@ -42,7 +42,8 @@ PROVENANCE = {  # claim id -> (provenance, source)
         "not reported", "main text (Sections 1-7) read: no such experiment or bound; the J/2 bound is derived in this "
         "chapter (a ReLU net is continuous) and checked on the exact supremum; the appendices were not read"),
     "wang2025/cube-depth": (
-        "derived", "our extension of the paper's counting argument (Section 5: the cubes of eq. (4) give E^L pieces "
+        "derived", "derived here, not a paper number: our extension of the paper's counting argument (Section 5: "
+        "the cubes of eq. (4) give E^L pieces "
         "from L E subfunctions, and Theorems 5.2-5.3 approximate such targets with deep MoEs, 2L layers of E experts "
         "in the theorems; so depth should help more as E^L outgrows L E); the main text (Sections 1-7) was read and "
         "has no experiment beyond [0, 3]^2: the larger cube [0, 4]^3, its pieces (Figure 3's formula extended to "
