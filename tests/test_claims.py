@@ -268,22 +268,26 @@ def test_makkuva2019_claims_hold_and_fail():
 
 # ------------------------------------------------------------------------------------------------ wang2025
 def _wang(cfg, exp1_mse=(1e-4, 1.3e-4, 0.9e-4, 1.1e-4), deep_rate=-2.0, shallow_rate=-0.2, shallow_scale=1.0,
-          dense_sup=(0.6, 0.7), moe_outside=(0.1, 0.2), moe_offset=(1e-3, 2e-3)):
+          dense_sup=(0.6, 0.7), moe_outside=(0.1, 0.2), moe_offset=(1e-3, 2e-3), cube_ratio=3.0):
     seeds, widths, budgets = cfg.n_seeds, np.array(cfg.exp2_widths, float), len(cfg.exp2_budgets)
     per_seed = lambda v: np.repeat(np.asarray(v, float)[:, None], seeds, 1)  # noqa: E731
     scatter = np.exp(0.2 * np.linspace(-1, 1, seeds))  # a seed spread of 1.5x at each D
     sweep = lambda v: np.repeat(per_seed(v)[None], budgets, 0)  # (budgets, widths, seeds)  # noqa: E731
+    per_cube = lambda v: np.full((len(cfg.cube_widths), seeds), v)  # noqa: E731
     exp2 = {"tuple": {"deep": {"mse": sweep(widths**deep_rate)},
                       "shallow": {"mse": sweep(shallow_scale * widths**shallow_rate)}}}
     construction = {"tuple": {"mse": widths**-4.0, "linf": widths**-2.0}}
     return wang2025.Result(cfg, np.zeros((2, 2)), exp1={"moe": {"mse": per_seed(exp1_mse) * scatter}}, exp2=exp2,
                            exp2_construction=construction,
                            jump={"dense": {"sup": np.array(dense_sup)},
-                                 "moe": {"outside": np.array(moe_outside), "offset": np.array(moe_offset)}})
+                                 "moe": {"outside": np.array(moe_outside), "offset": np.array(moe_offset)}},
+                           cube={"tuple": {"deep": {"mse": per_cube(1e-4)},
+                                           "shallow": {"mse": per_cube(cube_ratio * 1e-4)},
+                                           "separable": {"mse": per_cube(5e-5)}}})
 
 
 def test_wang2025_claims_hold_and_fail():
-    """wang2025 has no claim that can be left unrun: the five experiments always run."""
+    """wang2025's paper claims always run; the cube claim does not run when the cube step is off."""
     cfg = wang2025.config("quick")  # J = 1: dense >= 1/2, MoE <= 1/4
     held = wang2025.claims(_wang(cfg))
     assert_only_these_fail(held, [])
@@ -299,6 +303,13 @@ def test_wang2025_claims_hold_and_fail():
         f"ratio {top**1.8:.2g} at m = {top}; slopes 1-6: -0.2, 2-3: -2.0")
     assert f"after {cfg.exp2_budgets[-1]} Adam steps" in by_id["wang2025/shallow-plateau"].criterion
     assert by_id["wang2025/jump-separation"].reproduced == "dense 0.60, MoE 0.15 outside a band of 2e-03 (J/2 = 0.5)"
+    assert by_id["wang2025/cube-depth"].reproduced == (
+        f"ratio 3 at m = {cfg.cube_widths[-1]}; block-separable dense / deep 0.5")
+    assert by_id["wang2025/cube-depth"].provenance == "derived"
+    assert verdicts(wang2025.claims(_wang(cfg, cube_ratio=1.9)))["wang2025/cube-depth"] is False
+    off = _wang(runtime.replace_config(cfg, cube_widths=()))
+    off.cube = {}
+    assert verdicts(wang2025.claims(off))["wang2025/cube-depth"] is None  # the step off: not run
     failed = wang2025.claims(_wang(cfg, exp1_mse=(1e-4, 2e-4, 4e-4, 8e-4), deep_rate=-0.6, shallow_rate=-0.7,
                                    dense_sup=(0.49, 0.7)))
     assert_only_these_fail(failed, ["wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope",

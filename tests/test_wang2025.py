@@ -26,7 +26,7 @@ from moetheory.papers.wang2025.deep_moe import (
 
 runtime.set_threads(1)
 CLAIM_IDS = {"wang2025/ambient-dimension-free", "wang2025/deep-moe-width-slope", "wang2025/shallow-plateau",
-             "wang2025/jump-separation"}
+             "wang2025/jump-separation", "wang2025/cube-depth"}
 
 
 @settings(max_examples=20, deadline=None)

@@ -67,7 +67,7 @@ def test_two_output_head_shapes_and_training():
     train_regression(moe, x, y, iterations=200, lr=1e-2, generator=torch.Generator().manual_seed(0))
     assert (evaluate(moe, x, y).mse < 0.5 * before).all()
     with pytest.raises(ValueError, match="d_out"):
-        DenseNet(2, [4], separable=True, d_out=2)
+        DenseNet(2, [4], separable=True, d_out=3)  # 1 (summed) or d_in (one output per coordinate)
 
 
 def test_per_slot_targets_are_fitted_by_their_own_slot():

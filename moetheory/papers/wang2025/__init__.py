@@ -1,6 +1,6 @@
 """Wang & E (2025), the expressive power of MoE: the chapter's experiments and claims (chapter wang2025).
 
-Five experiments, all with the paper's training recipe (Adam, lr 1e-3, batch 128, squared loss) and seeds (and
+Seven experiments, all with the paper's training recipe (Adam, lr 1e-3, batch 128, squared loss) and seeds (and
 widths) batched in one slot axis:
 
 1. construction: the untrained MoE of Corollary 4.9 on a circle in R^D (rate in m, versus E);
@@ -11,7 +11,10 @@ widths) batched in one slot axis:
    output, the default; sum and product readings), with a parallel control, the jump target as a labelled
    extension, and the exactly routed construction as the approximation-limited reference;
 4. a jump: dense ReLU net against a 2-expert MoE, both judged by their exact supremum error (:mod:`.pieces`);
-5. a spiral: linear gate against MLP gate against two MoE layers.
+5. a spiral: linear gate against MLP gate against two MoE layers;
+6. beyond the paper (:mod:`.cube`): the Figure 3 pieces on a larger cube [0, 4]^3 (64 cells, 12 subfunctions), deep
+   against shallow MoE, dense nets matched on total and on active parameters and a block-separable dense net;
+7. the product reading of Experiment II's target at convergence (decaying step size): deep, parallel, dense.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from moetheory.papers.wang2025.claims import (  # noqa: F401 (re-exported: the p
     exp1_ratio,
     provenance_of,
 )
+from moetheory.papers.wang2025.cube import cube_slopes, run_cube, run_cube_construction, run_product
 from moetheory.papers.wang2025.deep_moe import (
     DenseNet,
     StackedMoE,
@@ -49,9 +53,10 @@ from moetheory.papers.wang2025.deep_moe import (
     evaluate,
     train_regression,
 )
+from moetheory.papers.wang2025.experiment2 import TARGETS as EXP2_TARGETS
 from moetheory.papers.wang2025.experiment2 import exp2_slopes, run_construction2, run_exp2
 
-STEPS = ("construction", "exp1", "exp2", "jump", "spiral")
+STEPS = ("construction", "exp1", "exp2", "jump", "spiral", "cube", "product")  # new steps at the end (seeds)
 # Seeds of a run with Config.seed = s (s = 0 reproduces the recorded runs): training inputs s + 1; the random
 # embedding of the circle and the eq. (4) target s; the spiral's pieces s + 7; step i of STEPS seeds python, numpy
 # and torch (initialisation, minibatches) with s * len(STEPS) + i, so that no two runs share a stream.
@@ -86,6 +91,15 @@ class Config:
     spiral_width: int = 16  # expert width
     spiral_iterations: int = 1000  # Adam steps
     test_points: int = 8192  # test grid size on curves (circle, interval, spiral)
+    exp2_targets: tuple[str, ...] = EXP2_TARGETS  # Experiment II targets: "tuple" (the paper's) and our readings
+    cube_widths: tuple[int, ...] = (8, 16, 32)  # expert widths of the larger cube (ours); () skips the step
+    cube_experts: int = 4  # E of the larger cube [0, E]^L
+    cube_layers: int = 3  # L of the larger cube
+    cube_iterations: int = 2000  # Adam steps of every cube model
+    cube_grid: int = 20  # test grid points per axis on [0, E]^L
+    product_width: int = 32  # expert width of the product run at convergence (ours)
+    product_iterations: int = 10000  # its Adam steps (cosine decay); 0 skips the step
+    product_final_lr: float = 0.01  # the step size at the last step, as a fraction of lr
 
     def __post_init__(self):
         check_int("n_seeds", self.n_seeds, 1, 64)
@@ -105,13 +119,31 @@ class Config:
         for arm in self.exp2_arms:
             check_choice("exp2_arms", arm, ("hard", "straight"))
         check_float("jump", self.jump, 0.0, low_open=True)
+        if not self.exp2_targets or len(set(self.exp2_targets)) < len(self.exp2_targets):
+            raise ValueError(f"exp2_targets must be distinct and non-empty; got {self.exp2_targets!r}")
+        for target in self.exp2_targets:
+            check_choice("exp2_targets", target, EXP2_TARGETS)
+        if "tuple" not in self.exp2_targets:
+            raise ValueError(f"exp2_targets must include 'tuple' (the paper's, which the claims test); got "
+                             f"{self.exp2_targets!r}")
+        for name in ("cube_experts", "cube_layers"):
+            check_int(name, getattr(self, name), 2, 8)
+        check_int("cube_iterations", self.cube_iterations, 1)
+        check_int("cube_grid", self.cube_grid, 1)
+        check_int("product_width", self.product_width, 1)
+        if check_int("product_iterations", self.product_iterations, 0) in range(1, 10):
+            raise ValueError(f"product_iterations must be 0 (the step off) or an integer >= 10; got "
+                             f"{self.product_iterations!r}")
+        check_float("product_final_lr", self.product_final_lr, 0.0, 1.0, low_open=True)
         budgets = self.exp2_budgets
         if (not budgets or list(budgets) != sorted(set(budgets)) or budgets[-1] != self.exp2_iterations
                 or check_int("exp2_budgets", budgets[0], 1) < 1):
             raise ValueError(f"exp2_budgets must be increasing integers >= 1 ending at exp2_iterations "
                              f"({self.exp2_iterations}); got {budgets!r}")
-        for name in ("construction_experts", "construction_widths", "exp1_dims", "exp2_widths"):
+        for name in ("construction_experts", "construction_widths", "exp1_dims", "exp2_widths", "cube_widths"):
             values = getattr(self, name)
+            if name == "cube_widths" and not values:
+                continue  # the cube step is off
             if len(set(values)) < len(values) or len(values) < 2 or any(check_int(name, v, 1) < 2 for v in values):
                 raise ValueError(f"{name} must hold at least two distinct integers >= 2 (a sweep); "
                                  f"got {values!r}")
@@ -122,12 +154,15 @@ PRESETS = {
     "tiny": Config(n_seeds=2, n_train=512, construction_experts=(4, 8), construction_widths=(8, 16),
                    exp1_dims=(4, 16, 64), exp1_iterations=30, exp2_widths=(4, 8), exp2_iterations=30,
                    exp2_budgets=(10, 30), exp2_grid=30,
-                   jump_iterations=30, spiral_iterations=30, test_points=512),
+                   jump_iterations=30, spiral_iterations=30, test_points=512, cube_widths=(4, 8), cube_iterations=20,
+                   cube_grid=6, product_width=4, product_iterations=20),
     "quick": Config(n_seeds=5, exp2_grid=100),  # the record the notebook reads
-    # the paper's widths, D and iterations
+    # the paper's widths, D and iterations; Experiment II on the paper's tuple target only (the scalar readings are
+    # ours), with the paper-literal arms; the cube and the product at convergence (ours) are off, to fit 30 minutes
+    # of one CPU thread
     "paper": Config(n_seeds=5, exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
-                    exp2_budgets=(1000, 2000, 5000), exp2_arms=("hard", "straight"),
-                    spiral_width=32, spiral_iterations=2000),
+                    exp2_budgets=(1000, 2000, 5000), exp2_arms=("hard", "straight"), exp2_targets=("tuple",),
+                    spiral_width=32, spiral_iterations=2000, cube_widths=(), product_iterations=0),
 }
 
 
@@ -147,6 +182,10 @@ class Result:
     exp2_construction: dict = field(default_factory=dict)  # "tuple" / "sum" -> {"linf", "mse": (widths,)}
     jump: dict = field(default_factory=dict)  # model -> {"linf", "mse", "sup": (seeds,)}; moe: "offset", "outside"
     spiral: dict = field(default_factory=dict)  # model -> {"linf", "mse": (seeds,)}
+    cube: dict = field(default_factory=dict)  # output -> model -> {"linf", "mse", "rmse": (widths, seeds)}; {}: off
+    cube_params: dict = field(default_factory=dict)  # output -> cube.cube_parameters key -> per width
+    cube_construction: dict = field(default_factory=dict)  # output -> {"linf", "mse": (widths,)}
+    product: dict = field(default_factory=dict)  # "steps", "dense_width", model -> {"linf", "mse": (steps, seeds)}
 
     def metrics(self) -> dict:
         def plain(v):
@@ -158,8 +197,10 @@ class Result:
         return plain({"construction_linf": self.construction_linf, "exp1": self.exp1, "exp1_arms": self.exp1_arms,
                       "exp2": self.exp2,
                       "exp2_params": self.exp2_params, "exp2_construction": self.exp2_construction,
-                      "jump": self.jump, "spiral": self.spiral,
-                      "slopes": {"construction": construction_slopes(self), "exp2": slopes}})
+                      "jump": self.jump, "spiral": self.spiral, "cube": self.cube, "cube_params": self.cube_params,
+                      "cube_construction": self.cube_construction, "product": self.product,
+                      "slopes": {"construction": construction_slopes(self), "exp2": slopes,
+                                 "cube": {o: cube_slopes(self, o) for o in self.cube}}})
 
 
 def result_from_metrics(cfg: Config, metrics: dict) -> Result:
@@ -170,7 +211,8 @@ def result_from_metrics(cfg: Config, metrics: dict) -> Result:
             return {k: arrays(x) for k, x in v.items()}
         return np.asarray(v) if isinstance(v, list) else v
 
-    fields = ("exp1", "exp1_arms", "exp2", "exp2_params", "exp2_construction", "jump", "spiral")
+    fields = ("exp1", "exp1_arms", "exp2", "exp2_params", "exp2_construction", "jump", "spiral", "cube",
+              "cube_params", "cube_construction", "product")
     missing = [k for k in ("construction_linf", *fields) if k not in metrics]
     if missing:
         raise ValueError(f"metrics lack {missing}: a record made before them cannot be read back, re-make it")
@@ -297,7 +339,8 @@ def run_exp1_embedding(cfg: Config, embedding: str, device="auto") -> dict:
 
 
 def run(config: Config, device="auto", progress: bool = False) -> Result:
-    """All five experiments; seeds are batched in a slot axis, every model type trained once per setting."""
+    """All experiments (the cube and the product at convergence when configured); seeds are batched in a slot
+    axis, every model type trained once per setting."""
     dev = runtime.resolve_device(device)
     result = Result(config=config, construction_linf=np.zeros(0))
     for step in runtime.progress(STEPS, desc="wang2025", enabled=progress):
@@ -313,8 +356,13 @@ def run(config: Config, device="auto", progress: bool = False) -> Result:
             result.exp2_construction = run_construction2(config)
         elif step == "jump":
             result.jump = run_jump(config, dev, gen)
-        else:
+        elif step == "spiral":
             result.spiral = run_spiral(config, dev, gen)
+        elif step == "cube" and config.cube_widths:
+            result.cube, result.cube_params = run_cube(config, dev, gen)
+            result.cube_construction = run_cube_construction(config)
+        elif step == "product" and config.product_iterations:
+            result.product = run_product(config, dev, gen)
     return result
 
 

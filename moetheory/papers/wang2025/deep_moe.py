@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moetheory.checks import check_choice, check_int
+from moetheory.checks import check_choice, check_float, check_int
 from moetheory.experts import BatchedMLP
 from moetheory.moe import DenseMLP
 from moetheory.routing import Router, Routing, combine, dispatch, plan_dispatch
@@ -149,14 +149,17 @@ class DenseNet(nn.Module):
     hidden widths (masked like the experts).
 
     ``separable=True`` makes a block-structured net: one univariate net per input coordinate, outputs summed
-    (the structure the eq. (4) sum target has).
+    (the structure the eq. (4) sum target has), or with ``d_out = d_in`` block l giving output l (the tuple).
     """
 
     def __init__(self, d_in: int, widths: Sequence[int], *, n_hidden: int = 1, separable: bool = False,
                  d_out: int = 1):
         super().__init__()
         self.separable = bool(separable)
-        self.d_out = check_int("d_out", d_out, 1, 1 if separable else None)
+        self.d_out = check_int("d_out", d_out, 1)
+        if separable and d_out not in (1, d_in):
+            raise ValueError(f"d_out of a separable net must be 1 (blocks summed) or d_in = {d_in} (block l gives "
+                             f"output l); got {d_out}")
         widths = [check_int("width", w, 1) for w in widths]
         hidden = (max(widths),) * check_int("n_hidden", n_hidden, 1)
         if separable:  # one expert slot per coordinate: (S, d_in, n, 1)
@@ -168,7 +171,8 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.separable:
-            return self.net(x.transpose(1, 2).unsqueeze(-1)).sum((1, 3))
+            blocks = self.net(x.transpose(1, 2).unsqueeze(-1))[..., 0]  # (S, d_in, n)
+            return blocks.sum(1) if self.d_out == 1 else blocks.transpose(1, 2)
         out = self.dense(x)
         return out.squeeze(-1) if self.d_out == 1 else out
 
@@ -186,25 +190,48 @@ def _targets(y: torch.Tensor, idx, per_slot: bool) -> torch.Tensor:
     return y[idx, torch.arange(idx.shape[0], device=y.device)[:, None]] if per_slot else y[idx]
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, iterations: int, schedule: str = "constant", final: float = 0.01) -> float:
+    """The step-size factor of step ``step`` (1-based) of ``iterations``: 1 for ``"constant"``; for ``"cosine"``
+    ``final + (1 - final) (1 + cos(pi (step - 1) / (iterations - 1))) / 2``, 1 at the first step and ``final`` at the
+    last (a decay to ``final`` times the initial step size)."""
+    check_choice("schedule", schedule, SCHEDULES)
+    iterations = check_int("iterations", iterations, 1)
+    step = check_int("step", step, 1, iterations)
+    final = check_float("final", final, 0.0, 1.0, low_open=True)
+    if schedule == "constant" or iterations == 1:
+        return 1.0
+    return final + (1 - final) * (1 + math.cos(math.pi * (step - 1) / (iterations - 1))) / 2
+
+
 def train_regression(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, iterations: int, lr: float = 1e-3,
                      batch_size: int = 128, generator: torch.Generator | None = None, per_slot: bool = False,
                      checkpoints: Sequence[int] = (), on_checkpoint: Callable[[int], None] | None = None,
-                     ) -> nn.Module:
+                     schedule: str = "constant", final_lr: float = 0.01) -> nn.Module:
     """Adam on the squared loss, the paper's recipe; each slot draws its own minibatches from ``(X, y)``.
 
     ``y`` is ``(n,)``, ``(n, c)`` for a c-output model, or ``(n, S)`` with ``per_slot=True`` (slot s fits column s).
     The loss is the sum over slots of each slot's mean squared error, so slots do not interact.
     ``on_checkpoint(t)`` is called after step t for every t in ``checkpoints`` (one run, several budgets).
+    Step t uses the step size ``lr * lr_factor(t, iterations, schedule, final_lr)`` (:func:`lr_factor`; the
+    paper's recipe is ``"constant"``).
     """
     n_slots = next(model.parameters()).shape[0]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     marks = {check_int("checkpoint", t, 1, iterations) for t in checkpoints}
+    check_choice("schedule", schedule, SCHEDULES)
+    check_float("final_lr", final_lr, 0.0, 1.0, low_open=True)
     for step in range(1, check_int("iterations", iterations, 0) + 1):
         idx = torch.randint(X.shape[0], (n_slots, batch_size), generator=generator).to(X.device)
         err = model(X[idx]) - _targets(y, idx, per_slot)
         loss = (err**2).reshape(n_slots, -1).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if schedule != "constant":
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, iterations, schedule, final_lr)
         opt.step()
         if step in marks and on_checkpoint is not None:
             on_checkpoint(step)

@@ -22,45 +22,48 @@ from moetheory.papers.wang2025 import manifolds
 from moetheory.papers.wang2025.bounds import moe_parameters
 from moetheory.papers.wang2025.deep_moe import DenseNet, StackedMoE, evaluate, train_regression
 
-__all__ = ["SCALAR_TARGETS", "METRICS", "PERTURBED_PARTS", "construct_figure3_moe", "perturbed_construction",
+__all__ = ["SCALAR_TARGETS", "TARGETS", "METRICS", "PERTURBED_PARTS", "construct_figure3_moe", "perturbed_construction",
            "run_from_construction", "run_construction2", "run_exp2", "exp2_slopes", "exp2_seed_slopes"]
 
 SCALAR_TARGETS = ("sum", "product", "jump")  # Figure 3 pieces summed / multiplied (ours); the jump extension (ours)
+TARGETS = ("tuple", *SCALAR_TARGETS)  # what Config.exp2_targets may select ("tuple": the paper's)
 METRICS = ("mse", "rmse", "linf")
 # (target, stack) pairs of the scalar deep model: composition against none (parallel) on the non-separable product
 _SCALAR_DEEP = (("sum", "serial"), ("product", "serial"), ("product", "parallel"), ("jump", "serial"))
 
 
-def construct_figure3_moe(width: int, output: str = "tuple") -> StackedMoE:
-    """An exactly routed 2-layer, 3-expert top-1 MoE (weight 1) with interpolating experts on the Figure 3 target.
+def construct_figure3_moe(width: int, output: str = "tuple", *, n_layers: int = 2, n_experts: int = 3) -> StackedMoE:
+    """An exactly routed ``n_layers``-layer, ``n_experts``-expert top-1 MoE (weight 1) with interpolating experts
+    on the Figure 3 target (default: the paper's 2 x 3 on [0, 3]^2; else the pieces extended to [0, E]^L, ours).
 
     Layer l routes on x_l with the integer gate ``g_k(z) = k z - k (k + 1) / 2`` (``g_k - g_{k-1} = z - k``, so the
     argmax is the cell ``floor(z)``); its expert k is the piecewise-linear interpolant of the piece on cell k at m
     equal pieces, a width-m ReLU net (unit j = relu(x_l - k - j/m)). ``"tuple"`` writes layer l to output l (eq. (4)
-    with f_out = id, a member of H^{2,3}_{2,m}), ``"sum"`` both to one output. A product needs a multiplying f_out,
-    which this construction does not have. Ours, in the spirit of Theorem 5.3's proof (appendix not read).
+    with f_out = id, a member of H^{L,E}_{2,m}), ``"sum"`` every layer to one output. A product needs a multiplying
+    f_out, which this construction does not have. Ours, in the spirit of Theorem 5.3's proof (appendix not read).
     """
     width = check_int("width", width, 1)
     output = check_choice("output", output, ("tuple", "sum"))
-    c = 2 if output == "tuple" else 1
-    moe = StackedMoE(2, 3, [width], n_layers=2, weight="hard", router_init_std=0.0, d_out=c).double()
+    L, E = check_int("n_layers", n_layers, 1), check_int("n_experts", n_experts, 1)
+    c = L if output == "tuple" else 1
+    moe = StackedMoE(L, E, [width], n_layers=L, weight="hard", router_init_std=0.0, d_out=c).double()
     t = torch.linspace(0, 1, width + 1, dtype=torch.float64)  # knots in the cell
-    k = torch.arange(3, dtype=torch.float64)
-    values = manifolds.figure3_pieces(k[:, None] + t[None, :])  # (3, m + 1); zero at both faces
-    slopes = values.diff(dim=1) * width  # (3, m)
+    k = torch.arange(E, dtype=torch.float64)
+    values = manifolds.figure3_pieces(k[:, None] + t[None, :], E)  # (E, m + 1); zero at both faces
+    slopes = values.diff(dim=1) * width  # (E, m)
     out_w = torch.cat([slopes[:, :1], slopes.diff(dim=1)], 1)  # slope changes at knots 0..m-1
     with torch.no_grad():
         for layer_index, layer in enumerate(moe.layers):
-            gate = torch.zeros(3, 3 + c, dtype=torch.float64)  # state (x1, x2, 1, u)
-            gate[:, layer_index], gate[:, 2] = k, -k * (k + 1) / 2
+            gate = torch.zeros(E, L + 1 + c, dtype=torch.float64)  # state (x_1..x_L, 1, u)
+            gate[:, layer_index], gate[:, L] = k, -k * (k + 1) / 2
             layer.router.weight.copy_(gate[None])
             hidden, out = layer.experts.layers
             hidden.weight.zero_()
             hidden.weight[0, :, layer_index, :] = 1.0
-            hidden.bias.copy_(-(k[:, None] + t[None, :-1]).view(1, 3, 1, width))
+            hidden.bias.copy_(-(k[:, None] + t[None, :-1]).view(1, E, 1, width))
             out.weight.zero_()
             out.bias.zero_()
-            out.weight[0, :, :, layer_index if c == 2 else 0] = out_w
+            out.weight[0, :, :, layer_index if output == "tuple" else 0] = out_w
     return moe
 
 
@@ -133,13 +136,16 @@ def run_construction2(cfg) -> dict:
     return out
 
 
-def _train(model, X, y, Xt, yt, cfg, dev, gen, per_slot=False) -> dict:
-    """Train once to ``cfg.exp2_iterations`` steps, evaluating at every budget: ``{"linf", "mse": (B, S)}``."""
+def _train(model, X, y, Xt, yt, cfg, dev, gen, per_slot=False, *, iterations=None, checkpoints=None,
+           **schedule) -> dict:
+    """Train once to ``iterations`` steps (default ``cfg.exp2_iterations``), evaluating at every checkpoint (default
+    ``cfg.exp2_budgets``): ``{"linf", "mse": (B, S)}``; ``schedule``: :func:`train_regression`'s step-size options."""
     model = model.to(dev)
     seen = []
-    train_regression(model, X, y, iterations=cfg.exp2_iterations, lr=cfg.lr, batch_size=cfg.batch_size,
-                     generator=gen, per_slot=per_slot, checkpoints=cfg.exp2_budgets,
-                     on_checkpoint=lambda _: seen.append(evaluate(model, Xt, yt, per_slot=per_slot)))
+    train_regression(model, X, y, iterations=cfg.exp2_iterations if iterations is None else iterations, lr=cfg.lr,
+                     batch_size=cfg.batch_size, generator=gen, per_slot=per_slot,
+                     checkpoints=cfg.exp2_budgets if checkpoints is None else checkpoints,
+                     on_checkpoint=lambda _: seen.append(evaluate(model, Xt, yt, per_slot=per_slot)), **schedule)
     return {"linf": np.stack([r.linf for r in seen]), "mse": np.stack([r.mse for r in seen])}
 
 
@@ -158,7 +164,7 @@ def run_exp2(cfg, dev, gen) -> tuple[dict, dict]:
     ``"tuple"`` (the paper's, a two-output head): deep (2 x 3, serial), shallow (1 x 6) and a dense net matched on
     the deep MoE's total parameters, the MoEs with the softmax-probability combine weight (ours: the gate learns),
     and for each of ``cfg.exp2_arms`` a deep MoE with a paper-literal weight (``"deep-hard"``, ``"deep-straight"``).
-    Scalar targets (:data:`SCALAR_TARGETS`) share one model per kind, each slot
+    Scalar targets (those of :data:`SCALAR_TARGETS` in ``cfg.exp2_targets``) share one model per kind, each slot
     fitting its own target: deep (plus a parallel control on the product) and dense (the 1-6-MoE is the paper's
     comparison on its own target and runs there only: each model costs one more training run).
     """
@@ -178,21 +184,24 @@ def run_exp2(cfg, dev, gen) -> tuple[dict, dict]:
     for arm in cfg.exp2_arms:  # the paper's top-1 weight 1: frozen random router, or straight-through gradients
         tup[f"deep-{arm}"] = StackedMoE(2, 3, slots, n_layers=2, d_out=2, weight=arm)
     out["tuple"] = {k: _split(_train(m, X, y_tup, Xt, yt_tup, cfg, dev, gen), 1, nw)[0] for k, m in tup.items()}
+    targets = [t for t in SCALAR_TARGETS if t in cfg.exp2_targets]
+    if not targets:
+        return out, params
     col = {t: i for i, t in enumerate(SCALAR_TARGETS)}
-    deep_cols = [col[t] for t, _ in _SCALAR_DEEP]
-    deep = StackedMoE(2, 3, slots * len(_SCALAR_DEEP), n_layers=2,
-                      stack=[st for _, st in _SCALAR_DEEP for _ in slots])
+    pairs = [(t, st) for t, st in _SCALAR_DEEP if t in targets]
+    deep_cols = [col[t] for t, _ in pairs]
+    deep = StackedMoE(2, 3, slots * len(pairs), n_layers=2, stack=[st for _, st in pairs for _ in slots])
     errs = _split(_train(deep, X, y_sc[:, _rep(deep_cols, len(slots))], Xt, yt_sc[:, _rep(deep_cols, len(slots))],
-                         cfg, dev, gen, per_slot=True), len(_SCALAR_DEEP), nw)
-    out.update({t: {} for t in SCALAR_TARGETS})
-    for (t, st), e in zip(_SCALAR_DEEP, errs, strict=True):
+                         cfg, dev, gen, per_slot=True), len(pairs), nw)
+    out.update({t: {} for t in targets})
+    for (t, st), e in zip(pairs, errs, strict=True):
         out[t]["deep" if st == "serial" else "parallel"] = e
-    cols = _rep(range(len(SCALAR_TARGETS)), len(slots))
+    cols = _rep([col[t] for t in targets], len(slots))
     dw = params["scalar"]["dense_width"]
-    dense = DenseNet(2, [w for w in dw for _ in range(s)] * len(SCALAR_TARGETS))
+    dense = DenseNet(2, [w for w in dw for _ in range(s)] * len(targets))
     errs = _split(_train(dense, X, y_sc[:, cols], Xt, yt_sc[:, cols], cfg, dev, gen, per_slot=True),
-                  len(SCALAR_TARGETS), nw)
-    for t, e in zip(SCALAR_TARGETS, errs, strict=True):
+                  len(targets), nw)
+    for t, e in zip(targets, errs, strict=True):
         out[t]["dense"] = e
     return out, params
 

@@ -120,13 +120,15 @@ def cube_grid(points_per_axis: int, n_experts: int = 3, n_layers: int = 2, kind:
     return x, cube_target(x, piece_coefficients(n_experts, n_layers, target_seed), kind)
 
 
-def figure3_pieces(z: torch.Tensor) -> torch.Tensor:
+def figure3_pieces(z: torch.Tensor, n_cells: int = 3) -> torch.Tensor:
     """The paper's Figure 3 subfunctions on [0, 3]: ``f_i(z) = i (z - i + 1)^2 (z - i)^2`` on ``[i - 1, i]``.
 
     Each piece vanishes with its slope at both ends of its cell, so the result is C^1 at the faces, with the
-    second derivative jumping there (the paper: "only 0-order continuous"). Elementwise; no validation.
+    second derivative jumping there (the paper: "only 0-order continuous"). Elementwise; no validation of ``z``.
+    ``n_cells`` > 3 extends the same formula to i = 1..n_cells on [0, n_cells] (ours: the larger cube).
     """
-    i = (z.floor() + 1).clamp(1, 3)  # the cell [i - 1, i] (a face belongs to either: both pieces vanish there)
+    n_cells = check_int("n_cells", n_cells, 1)
+    i = (z.floor() + 1).clamp(1, n_cells)  # the cell [i - 1, i] (a face belongs to either: both pieces vanish)
     t = z - i + 1  # in [0, 1]
     return i * t**2 * (t - 1) ** 2
 
