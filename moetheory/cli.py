@@ -13,6 +13,7 @@ imports the paper modules to list their config fields.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -297,7 +298,10 @@ def _cmd_reproduce(args) -> int:
         try:
             if failed is not None:
                 raise failed
-            report = reproduce(name, args.scale, args.device, progress=not args.no_progress, overrides=overrides)
+            # what a run prints (a data set's notice) goes to stderr, so that --json's stdout stays JSON
+            with contextlib.redirect_stdout(sys.stderr):
+                report = reproduce(name, args.scale, args.device, progress=not args.no_progress,
+                                   overrides=overrides)
         except Exception as err:
             if show_traceback:
                 traceback.print_exception(err)

@@ -260,6 +260,22 @@ CHEN_FAST = ["--set", "moe_epochs=1", "--set", "bound_epochs=1", "--set", "n_tra
              "--set", "n_seeds=1", "--set", "bound_activations=linear", "--set", "ablation=false"]
 
 
+def test_json_stdout_stays_json_when_a_run_prints(capsys, register):
+    """A run's own notice (a missing data set's, say) goes to stderr: --json's stdout is one JSON object."""
+    from dataclasses import replace
+
+    from conftest import TOY, toy_run
+
+    def run_printing(config, device="auto", progress=False):
+        print("analogue not run: data set missing")
+        return toy_run(config, device, progress)
+
+    register(replace(TOY, run=run_printing))
+    code, out, err = run(capsys, "reproduce", "toy", "--scale", "tiny", "--device", "cpu", "--json")
+    assert json.loads(out)["paper"] == "toy"
+    assert "analogue not run: data set missing" in err
+
+
 def test_chen_single_models_not_trained_are_not_run_not_failed(capsys):
     code, out, _ = run(capsys, "reproduce", "chen2022", "--scale", "tiny", "--device", "cpu", "--no-progress",
                        "--json", "--set", "settings=S2", *CHEN_FAST)
