@@ -13,7 +13,7 @@ record's initialisations and its first 2000 minibatches (its 2000-step MSE is th
 Writes ``benchmarks/wang2025_cube_budget.json``: per arm and model the test MSE ``(checkpoints, widths, seeds)``,
 the widths, the target's variance per output, the git revision, versions and CPU seconds.
 
-    nice python benchmarks/wang2025_cube_budget.py [--iterations 10000] [--widths 16 32] [--cosine 5000]
+    nice python benchmarks/wang2025_cube_budget.py [--iterations 15000] [--widths 16 32] [--cosine 5000]
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def run_arm(cfg, dev, schedule: str, checkpoints: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=10000, help="steps of the constant arm")
-    parser.add_argument("--checkpoints", type=int, nargs="+", default=[2000, 5000, 10000])
+    parser.add_argument("--iterations", type=int, default=15000, help="steps of the constant arm")
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[2000, 5000, 10000, 15000])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--cosine", type=int, default=5000, help="steps of the cosine arm (0: none)")
     parser.add_argument("--threads", type=int, default=1)
