@@ -7,8 +7,8 @@ them at the ``--checkpoints`` on the cube's grid, as ``cube.run_cube`` does at i
 models, parameter counts and recipe; the step ``lr`` constant, the paper's recipe). With ``--cosine N`` a second
 arm runs N steps with the step size decayed along a cosine to ``product_final_lr`` times ``lr``
 (``train_regression``'s ``schedule="cosine"``), evaluated at its last step only.
-Seeds: ``runtime.seed_everything`` of the record's cube step for each arm, so the constant arm's deep MoE sees the
-record's initialisations and its first 2000 minibatches (its 2000-step MSE is the record's up to floating point).
+Seeds: ``runtime.seed_everything`` of the record's cube step for each arm; the initialisations are the record's
+only with the record's widths (8, 16, 32): with other widths the slots draw other initial weights.
 
 Writes ``benchmarks/wang2025_cube_budget.json``: per arm and model the test MSE ``(checkpoints, widths, seeds)``,
 the widths, the target's variance per output, the git revision, versions and CPU seconds.
