@@ -75,3 +75,14 @@ def hermite_activation(name: str):
     if coeffs is None:
         return lambda z: (torch.relu(z), (z > 0).to(z.dtype))
     return lambda z: hermite_series(z, coeffs, derivative=True)
+
+
+def hermite_value(name: str):
+    """``z -> sigma(z)`` of :func:`hermite_activation` ``name`` without the derivative (half the work on the
+    large feature tensors of the output-layer fits)."""
+    from moetheory.hermite import hermite_series
+
+    coeffs = HERMITE_ACTIVATIONS[check_choice("activation", name, HERMITE_ACTIVATIONS)]
+    if coeffs is None:
+        return torch.relu
+    return lambda z: hermite_series(z, coeffs)

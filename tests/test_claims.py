@@ -147,7 +147,8 @@ def _kawata(cfg, moe_g=(0.9, 0.85), van_g=(0.2, 0.25), router=((0.95, 0.9), (0.8
     return kawata2025.Result(
         config=cfg, samples=np.array([0, 640]), vanilla_overlap=van, moe_overlap=moe, moe_stage=np.array([1, 3]),
         router_alignment=np.zeros((s, 1, c)), router_alignment_final=np.array(router, dtype=float),
-        router_cos=np.zeros((s, c + 1, c)),
+        router_cos=np.zeros((s, c + 1, c)), router_ceiling=0.866,
+        router_boundary=np.array([np.where(np.eye(c, dtype=bool), np.nan, min(r)) for r in router], dtype=float),
         vanilla_mse=np.repeat(np.array(van_mse)[:, None], 2, 1), moe_mse=np.repeat(np.array(moe_mse)[:, None], 2, 1),
         routing_purity=np.ones(s), routing_counts=counts, label_variance=2.01,
         n_kept=np.full(s, 2), stage1_overlap=np.zeros((s, 2, c + 1)), stage1_mean_overlap=np.zeros((s, 2, c)),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from numpy.polynomial import hermite_e
 
 from moetheory import hermite, runtime
-from moetheory.activations import hermite_activation
+from moetheory.activations import hermite_activation, hermite_value
 from moetheory.data import ClusterSingleIndex, hermite_series, make_cluster_problem, sample_clusters
 from moetheory.papers import kawata2025 as K
 from moetheory.papers.kawata2025 import model as SIM
@@ -182,6 +182,51 @@ def test_prune_drops_near_parallel_rows():
     router = torch.tensor([[[1.0, 0, 0], [0.99, 0.05, 0], [-1, 0, 0], [0, 1, 0]]])
     keep = prune(router, torch.tensor([[0.2, 0.5, 0.2, 0.1]]), 0.9)
     assert keep.tolist() == [[False, True, True, True]]
+
+
+@pytest.mark.parametrize("c,layout", [(2, "antipodal"), (4, "orthogonal"), (3, "orthogonal")])
+def test_boundary_alignment_of_the_ideal_router_is_one_in_any_gauge(c, layout):
+    # positive control: the Bayes router (rows rho v_c, one expert per cluster), shifted by a common vector (no
+    # routing changes) and written with rows summing to zero, gives 1 on every pair; the per-row cosine of
+    # SIM.alignment gives 1 only as rho v_c and zero_sum_ceiling (sqrt(1 - 1/C) for orthonormal means) once the
+    # rows sum to zero
+    d, gen = 12, torch.Generator().manual_seed(0)
+    means = torch.tensor(make_cluster_problem(d, c, layout=layout, seed=1).means)
+    counts = torch.eye(c).unsqueeze(0) * 10 + 1  # cluster c routed mostly to expert c
+    ideal = 3.0 * means.unsqueeze(0)
+    shift = torch.randn(1, 1, d, generator=gen, dtype=means.dtype)
+    for router in (ideal, ideal + shift, ideal - ideal.mean(1, keepdim=True)):
+        b = SIM.boundary_alignment(router, means, counts)[0]
+        assert torch.isnan(b.diagonal()).all() and torch.allclose(b.nan_to_num(1.0), torch.ones(c, c, dtype=b.dtype))
+    zero_sum = SIM.alignment(ideal - ideal.mean(1, keepdim=True), means)[0]
+    ceiling = 1.0 if layout == "antipodal" else math.sqrt(1 - 1 / c)
+    assert SIM.zero_sum_ceiling(means) == pytest.approx(ceiling)
+    assert torch.allclose(zero_sum, torch.full((c,), ceiling, dtype=zero_sum.dtype))
+    assert torch.allclose(SIM.alignment(ideal, means)[0], torch.ones(c, dtype=zero_sum.dtype))
+
+
+def test_boundary_alignment_fails_for_shared_experts_and_random_rows():
+    # cases that must fail: clusters 0 and 1 routed to the same expert give 0; random rows at d = 400 give
+    # |cos| of order d^-1/2
+    d, c = 400, 4
+    means = torch.tensor(make_cluster_problem(d, c, layout="orthogonal", seed=1).means)
+    counts = torch.eye(c).unsqueeze(0) * 10 + 1
+    counts[0, 1] = counts[0, 0]  # cluster 1 now goes mostly to expert 0
+    b = SIM.boundary_alignment(3.0 * means.unsqueeze(0), means, counts)[0]
+    assert b[0, 1] == 0 and b[1, 0] == 0 and b[2, 3] == pytest.approx(1.0)
+    rows = torch.randn(1, c, d, generator=torch.Generator().manual_seed(2), dtype=means.dtype)
+    off = SIM.boundary_alignment(rows, means, torch.eye(c).unsqueeze(0) + 0.1)[0].nan_to_num(0.0)
+    assert off.abs().max() < 6 / math.sqrt(d)
+
+
+def test_features_with_a_centre_match_the_centred_inputs():
+    gen = torch.Generator().manual_seed(0)
+    u, x, centre = (torch.randn(*shape, generator=gen, dtype=torch.float64)
+                    for shape in ((2, 3, 4, 5), (2, 7, 5), (2, 3, 5)))
+    for name in ("h3+h4", "relu"):
+        direct = hermite_activation(name)(torch.einsum("sgnd,sgkd->sgnk", x.unsqueeze(1) - centre.unsqueeze(2), u))[0]
+        got = SIM.features(u, x, hermite_value(name), centre)
+        assert torch.allclose(got[..., 1:], direct, rtol=1e-12, atol=1e-12) and (got[..., 0] == 1).all()
 
 
 def test_tiny_preset_end_to_end():

@@ -270,6 +270,8 @@ class Result:
     router_alignment: np.ndarray  # (S, T2, C) max over experts of cos(router row, v_c) during stage 2
     router_alignment_final: np.ndarray  # (S, C) over kept experts after pruning
     router_cos: np.ndarray  # (S, M, C) cos(router row m, v_c) at the end of stage 2 (NaN: pruned expert)
+    router_boundary: np.ndarray  # (S, C, C) model.boundary_alignment: the router's boundaries vs the Bayes ones
+    router_ceiling: float  # model.zero_sum_ceiling: router_alignment_final of the ideal router, rows summing to 0
     vanilla_mse: np.ndarray  # (S, T)
     moe_mse: np.ndarray  # (S, T)
     routing_purity: np.ndarray  # (S,) fraction of test points routed to their cluster's majority expert
@@ -306,6 +308,8 @@ class Result:
             "stage1_max_mean_overlap": np.round(self.stage1_mean_overlap.max((1, 2)).astype(float), 4).tolist(),
             "router_alignment_before_pruning": np.round(self.router_alignment[:, -1].astype(float), 4).tolist(),
             "router_alignment": np.round(self.router_alignment_final.astype(float), 4).tolist(),
+            "router_boundary_alignment": np.round(np.nan_to_num(self.router_boundary, nan=1.0), 4).tolist(),
+            "router_ideal_alignment": round(self.router_ceiling, 4),
             "routing_purity": np.round(self.routing_purity.astype(float), 4).tolist(),
             "routing_purity_chance": np.round(purity_chance(self.routing_counts), 4).tolist(),
             "routing_counts": np.asarray(self.routing_counts).astype(int).tolist(),

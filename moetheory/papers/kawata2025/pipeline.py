@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from moetheory import runtime
-from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation
+from moetheory.activations import HERMITE_ACTIVATIONS, hermite_activation, hermite_value
 from moetheory.metrics import overlaps, unit
 from moetheory.papers.kawata2025 import Config, Result, clip_norm, stage1_schedule
 from moetheory.papers.kawata2025.data import make_cluster_problem, sample_clusters
 from moetheory.papers.kawata2025.exponents import setting_exponent, task_exponent
 from moetheory.papers.kawata2025.model import (
     alignment,
+    boundary_alignment,
     chance_level,
     features,
     prune,
@@ -25,6 +26,7 @@ from moetheory.papers.kawata2025.model import (
     route,
     router_step,
     sgd_step,
+    zero_sum_ceiling,
 )
 
 
@@ -46,6 +48,7 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         cfg.expert_width,
         cfg.lr / cfg.d,
     )
+    value = hermite_value(cfg.activation)  # sigma alone, for the output-layer fits
     lr1, t1 = stage1_schedule(cfg)
     clip = clip_norm(cfg)
     t12, total = t1 + cfg.stage2_steps, cfg.total_steps
@@ -68,20 +71,20 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
 
     def record(step):
         log["van_ov"].append(overlaps(u_van[:, 0], dirs))
-        log["van_mse"].append(ridge_mse(features(u_van, x_fit, act), y_fit, ones_fit, features(u_van, x_te, act),
+        log["van_mse"].append(ridge_mse(features(u_van, x_fit, value), y_fit, ones_fit, features(u_van, x_te, value),
                                         y_te, ones_te, cfg.ridge))
         pad = torch.full((s, m * k, dirs.shape[0]), torch.nan, device=dev)
         if step <= t12:  # the stage-1 experts (one neuron each) are the model so far
             pad[:, :m] = overlaps(u1[:, 0], dirs)
             mse = ridge_mse(
-                features(u1, x_fit, act), y_fit, ones_fit, features(u1, x_te, act), y_te, ones_te, cfg.ridge
+                features(u1, x_fit, value), y_fit, ones_fit, features(u1, x_te, value), y_te, ones_te, cfg.ridge
             )
         else:
             pad = overlaps(u3, dirs).masked_fill(~keep[..., None, None], torch.nan).flatten(1, 2)
             centre = sums / counts.clamp_min(1).unsqueeze(-1)
             onehot = lambda e: torch.nn.functional.one_hot(e, m).transpose(1, 2).to(torch.get_default_dtype())  # noqa: E731
-            mse = ridge_mse(features(u3, x_fit, act, centre), y_fit, onehot(route(x_fit, router, keep)),
-                            features(u3, x_te, act, centre), y_te, onehot(route(x_te, router, keep)), cfg.ridge)
+            mse = ridge_mse(features(u3, x_fit, value, centre), y_fit, onehot(route(x_fit, router, keep)),
+                            features(u3, x_te, value, centre), y_te, onehot(route(x_te, router, keep)), cfg.ridge)
         log["moe_ov"].append(pad)
         log["moe_mse"].append(mse)
         log["stage"].append(1 if step <= t1 else 2 if step <= t12 else 3)
@@ -142,6 +145,8 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
         router_alignment=stack("align"),
         router_alignment_final=alignment(router, means, keep).cpu().numpy(),
         router_cos=(unit(router) @ means.T).masked_fill(~keep.unsqueeze(-1), torch.nan).cpu().numpy(),
+        router_boundary=boundary_alignment(router, means, counts_ce).cpu().numpy(),
+        router_ceiling=zero_sum_ceiling(means),
         vanilla_mse=stack("van_mse"),
         moe_mse=stack("moe_mse"),
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).cpu().numpy(),
