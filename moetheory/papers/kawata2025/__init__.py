@@ -13,9 +13,7 @@ consulted); its pieces live in :mod:`.model`:
    experts whose router rows are near-parallel are pruned; routing is top-1;
 3. ``expert_width`` fresh neurons per expert trained on routed data, inputs centred by a running mean;
 4. each expert's output layer by ridge regression (a convex fit).
-
-The vanilla network trains ``vanilla_width`` neurons the same way on all data for the same number of samples.
-Everything is batched over a leading seed axis; the only Python loop is over SGD steps.
+The vanilla net trains ``vanilla_width`` neurons alike on all data; seeds are batched (one loop, over SGD steps).
 """
 
 from __future__ import annotations
@@ -385,8 +383,7 @@ def stage1_recovery(local_overlap: np.ndarray, threshold: float = WEAK) -> np.nd
 
 
 def samples_to_recover(result: Result, threshold: float = 0.8) -> np.ndarray:
-    """Per seed, the first checkpoint's sample count where the MoE's best ``|<u, w_g>|`` reaches ``threshold``
-    (``nan`` if never)."""
+    """Per seed, the first checkpoint's samples at which the MoE's best ``|<u, w_g>|`` reaches ``threshold`` or nan."""
     best = np.nanmax(result.moe_overlap[..., -1], -1)  # (S, T)
     hit = best >= threshold
     return np.where(hit.any(1), result.samples[hit.argmax(1)], np.nan)
