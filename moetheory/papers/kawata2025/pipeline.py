@@ -30,9 +30,10 @@ from moetheory.papers.kawata2025.model import (
 )
 
 
-@torch.no_grad()
-def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
-    start = time.perf_counter()
+def setting(cfg: Config, dev: torch.device):
+    """``(generator, problem, directions, means)`` of ``cfg``'s setting, everything seeded by ``cfg.seed``:
+    directions ``(C + 1, d)`` (every w_c, then w_g) and means ``(C, d)`` as tensors on ``dev``. Shared by
+    :func:`run_setting` and :func:`~moetheory.papers.kawata2025.twolayer.run_two_layer`."""
     runtime.seed_everything(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     problem = make_cluster_problem(
@@ -40,7 +41,13 @@ def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
     )
     real = dict(dtype=torch.get_default_dtype(), device=dev)
     dirs = torch.tensor(np.vstack([problem.local_dirs, problem.global_dir]), **real)
-    means = torch.tensor(problem.means, **real)
+    return gen, problem, dirs, torch.tensor(problem.means, **real)
+
+
+@torch.no_grad()
+def run_setting(cfg: Config, dev: torch.device, progress: bool) -> Result:
+    start = time.perf_counter()
+    gen, problem, dirs, means = setting(cfg, dev)
     act, s, m, k, lr = (
         hermite_activation(cfg.activation),
         cfg.n_seeds,
