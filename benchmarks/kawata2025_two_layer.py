@@ -4,7 +4,9 @@ chapter, section "Two-layer experts"; :mod:`moetheory.papers.kawata2025.twolayer
 Writes ``benchmarks/kawata2025_two_layer.json``: in the quick preset's setting at C = 2 (antipodal means) and C = 4
 (orthogonal means, ``cluster_config``), three seeds, for each (width J, top-k) below, per seed: the fraction of
 cluster directions some stage-1 neuron recovers (|<u, w_c>| >= 0.5), the median share of an expert's neurons that
-go to its most common cluster after stage 1, the routing purity, the router's worst boundary cosine (the claim
+go to its most common cluster after stage 1, the routing purity (points sent to their cluster's most used expert)
+and the expert purity (points sent to an expert whose majority cluster is theirs: with no pruning several experts
+may share a cluster, which lowers the first and not the second), the router's worst boundary cosine (the claim
 ``router-alignment``'s measure), the fraction of clusters with a specialised expert (the claim
 ``expert-specialisation``'s measure), the best |<u, w_g>| and the test MSE; and the CPU seconds of each run.
 

@@ -89,7 +89,8 @@ def test_tiny_two_layer_run_recovers_the_cluster_directions_and_is_deterministic
     assert first == TL.run_two_layer(cfg, dev, width=4, top_k=2)
     s = cfg.n_seeds
     assert first["stage1_recovered"] == [1.0] * s  # every w_c found by some neuron on every seed
-    for key in ("routing_purity", "router_boundary_alignment", "expert_specialisation", "moe_best_global_overlap"):
+    for key in ("routing_purity", "expert_purity", "router_boundary_alignment", "expert_specialisation",
+                "moe_best_global_overlap"):
         assert len(first[key]) == s and all(-1.0 <= v <= 1.0 for v in first[key]), key
     assert all(v >= 0.5 for v in first["routing_purity"])  # at least the largest cluster's share (C = 2, equal)
     assert all(v > 0 for v in first["moe_mse"])

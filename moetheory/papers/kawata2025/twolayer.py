@@ -118,6 +118,8 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
                             features(u, x_te, value, centre), gates_te, y_te, cfg.ridge)
     out.update(
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).round(decimals=4).cpu().tolist(),
+        # each point against its expert's majority cluster: several experts may share a cluster (no pruning)
+        expert_purity=(counts_ce.max(1).values.sum(-1) / cfg.n_test).round(decimals=4).cpu().tolist(),
         router_boundary_alignment=np.nanmin(boundary_alignment(router, means, counts_ce).cpu().numpy(), (1, 2))
         .round(4).tolist(),
         expert_specialisation=expert_specialisation(view).mean(1).round(4).tolist(),
