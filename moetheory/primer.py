@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from moetheory import runtime
-from moetheory.checks import check_float, check_int
+from moetheory.checks import check_choice, check_float, check_int
 from moetheory.experts import count_parameters
 from moetheory.moe import DenseMLP, MoELayer
 from moetheory.routing import load_balancing_loss
@@ -33,6 +33,9 @@ def features(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, torch.ones_like(x)], -1)
 
 
+SCHEDULES = ("cosine", "constant")  # Adam's step over the run (PrimerConfig.schedule)
+
+
 @dataclass(frozen=True)
 class PrimerConfig:
     n_experts: int = 4  # E: one per piece of the target
@@ -42,6 +45,11 @@ class PrimerConfig:
     n_test: int = 4001  # evenly spaced test points
     steps: int = 4000  # full-batch Adam steps
     lr: float = 1e-2  # Adam learning rate
+    # "cosine": the step decays to 0 over the run, so the last iterate settles; "constant": Adam at lr throughout,
+    # whose last iterate keeps oscillating, so a last-bit difference between CPUs reaches the printed digits
+    # (the dense net of equal total size, seed 0: test MSE 0.066 under AVX-512 dispatch and 0.084 under a generic one;
+    # with "cosine" 0.0690 under both)
+    schedule: str = "cosine"
     n_seeds: int = 3  # independent runs, batched in one tensor
     router_init_std: float = 1.0  # random initial partition (a zero router would tie every expert)
     balance: float = 0.01  # weight of the Switch load-balancing loss (0 = none)
@@ -52,6 +60,7 @@ class PrimerConfig:
             check_int(name, getattr(self, name), 1)
         check_int("k", self.k, 1, self.n_experts)
         check_float("lr", self.lr, 0.0, low_open=True)
+        check_choice("schedule", self.schedule, SCHEDULES)
         check_float("router_init_std", self.router_init_std, 0.0)
         check_float("balance", self.balance, 0.0)
         check_int("seed", self.seed, 0)
@@ -83,8 +92,15 @@ class PrimerResult:
         return {name: [round(float(v), 6) for v in mse] for name, mse in self.test_mse.items()}
 
 
-def _train(model, x, y, config, device):
+def optimiser(model, config: PrimerConfig):
+    """Adam at ``config.lr`` and, for the cosine schedule, the scheduler that decays its step to 0 over
+    ``config.steps`` (``None`` for a constant step)."""
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps) if config.schedule == "cosine" else None
+
+
+def _train(model, x, y, config, device):
+    opt, decay = optimiser(model, config)
     losses = torch.empty(config.n_seeds, config.steps, device=device)
     for step in range(config.steps):
         per_seed = (model(x).squeeze(-1) - y).pow(2).mean(-1)  # (S,)
@@ -94,6 +110,8 @@ def _train(model, x, y, config, device):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
         losses[:, step] = per_seed.detach()
     return losses.cpu().numpy()
 

@@ -32,7 +32,26 @@ def test_training_reduces_loss_for_every_model_and_seed():
     ("lr", -1.0, "lr must be a finite number > 0.0"),
     ("balance", float("inf"), "balance must be a finite number >= 0.0"),
     ("n_seeds", 0, "n_seeds must be an integer >= 1"),
+    ("schedule", "linear", "schedule must be one of"),
 ])
 def test_config_validation(field, value, message):
     with pytest.raises(ValueError, match=message):
         primer.PrimerConfig(**{field: value})
+
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_schedule_of_the_steps(schedule):
+    """The cosine default takes Adam's step from lr down to lr (1 + cos(pi (T-1)/T)) / 2 at the last of T steps
+    (about lr pi^2 / (4 T^2)); "constant" keeps lr."""
+    config = primer.PrimerConfig(steps=50, lr=0.02, schedule=schedule)
+    opt, decay = primer.optimiser(torch.nn.Linear(2, 1), config)
+    used = []
+    for _ in range(config.steps):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if decay is not None:
+            decay.step()
+    t = np.arange(config.steps)
+    want = 0.02 * (1 + np.cos(np.pi * t / config.steps)) / 2 if schedule == "cosine" else np.full(config.steps, 0.02)
+    np.testing.assert_allclose(used, want, rtol=1e-9, atol=1e-15)
