@@ -39,6 +39,36 @@ def test_top_k_gates_renormalise_the_softmax_over_the_k_largest_logits(k):
         torch.testing.assert_close(gates, one_hot.to(F64))
 
 
+def test_top_k_gates_leave_out_experts_not_kept():
+    gen = torch.Generator().manual_seed(3)
+    x, router = torch.randn(2, 40, 4, generator=gen, dtype=F64), torch.randn(2, 5, 4, generator=gen, dtype=F64)
+    keep = torch.tensor([[True, False, True, True, False], [False, True, True, True, True]])
+    gates = TL.top_k_gates(x, router, 2, keep)
+    assert (gates[~keep.unsqueeze(1).expand_as(gates)] == 0).all()
+    torch.testing.assert_close(gates.sum(-1), torch.ones(2, 40, dtype=F64))
+    loud = router.clone()
+    loud[~keep] *= 1e3  # experts not kept cannot win, however large their logits
+    assert torch.equal(TL.top_k_gates(x, loud, 2, keep), gates)
+
+
+def test_first_layers_shared_within_an_expert_only_when_asked():
+    gen = torch.Generator().manual_seed(4)
+    s, m, j, d = 2, 6, 8, 64
+
+    def mean_cos(u):  # within each expert, and between the first neurons of different experts
+        cos = torch.einsum("smjd,smkd->smjk", u, u)
+        within = (cos.sum((-1, -2)) - j) / (j * (j - 1))
+        across = torch.einsum("smd,snd->smn", u[:, :, 0], u[:, :, 0])
+        return float(within.mean()), float((across.sum((-1, -2)) - m).mean() / (m * (m - 1)))
+
+    for spread, low, high in ((None, -0.1, 0.1), (0.3, 0.85, 1.0), (1.0, 0.4, 0.6)):
+        u = TL.first_layers((s, m, j), d, gen, "cpu", spread).to(F64)
+        torch.testing.assert_close(u.norm(dim=-1), torch.ones(s, m, j, dtype=F64))
+        within, across = mean_cos(u)
+        assert low < within < high, (spread, within)  # r = 1: cos about 1 / (1 + 1) = 0.5
+        assert abs(across) < 0.1
+
+
 def test_mixture_ridge_is_the_per_expert_fit_for_one_hot_gates_and_lstsq_for_soft_ones():
     gen = torch.Generator().manual_seed(2)
     s, m, n, f, n_te, ridge = 2, 3, 60, 4, 30, 1e-2

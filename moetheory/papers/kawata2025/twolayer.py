@@ -26,20 +26,22 @@ import torch
 
 from moetheory import runtime
 from moetheory.activations import hermite_activation, hermite_value
-from moetheory.checks import check_int
-from moetheory.metrics import overlaps
+from moetheory.checks import check_float, check_int
+from moetheory.metrics import overlaps, unit
 from moetheory.papers.kawata2025 import Config, clip_norm, expert_specialisation, stage1_recovery, stage1_schedule
 from moetheory.papers.kawata2025.data import sample_clusters
-from moetheory.papers.kawata2025.model import boundary_alignment, features, random_unit, sgd_step
+from moetheory.papers.kawata2025.model import boundary_alignment, features, prune, random_unit, sgd_step
 from moetheory.papers.kawata2025.pipeline import setting
 
-__all__ = ["top_k_gates", "mixture_ridge_mse", "run_two_layer"]
+__all__ = ["top_k_gates", "mixture_ridge_mse", "first_layers", "run_two_layer"]
 
 
-def top_k_gates(x, router, k):
+def top_k_gates(x, router, k, keep=None):
     """``(S, n, M)`` gates of the linear softmax router ``(S, M, d)`` read top-k: the softmax renormalised over the
-    ``k`` largest logits of each row, 0 elsewhere (top-1: one-hot)."""
+    ``k`` largest logits of each row, 0 elsewhere (top-1: one-hot); ``keep (S, M)``: only those experts compete."""
     logits = torch.einsum("snd,smd->snm", x, router)
+    if keep is not None:
+        logits = logits.masked_fill(~keep.unsqueeze(1), -torch.inf)
     top = logits.topk(k, dim=-1)
     return torch.zeros_like(logits).scatter_(-1, top.indices, torch.softmax(top.values, -1))
 
@@ -59,11 +61,32 @@ def mixture_ridge_mse(feats, gates, y, feats_test, gates_test, y_test, ridge):
     return ((phi_test @ coef).squeeze(-1) - y_test).pow(2).mean(-1)
 
 
+def first_layers(shape, d, gen, dev, init_spread=None):
+    """Unit neurons ``(S, M, J, d)``: uniform and independent (``init_spread=None``), or the neurons of each expert
+    at ``unit(c_m + init_spread g / sqrt(d))`` around one uniform direction ``c_m`` per expert."""
+    u = random_unit(shape, d, gen, dev)
+    if init_spread is None:
+        return u
+    centre = random_unit((*shape[:-1], 1), d, gen, dev)
+    return unit(centre + init_spread / d**0.5 * torch.randn(*shape, d, generator=gen, dtype=u.dtype, device=dev))
+
+
 @torch.no_grad()
-def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int = 1, progress: bool = False) -> dict:
+def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int = 1, init_spread: float | None = None,
+                  prune_cos: float | None = None, fresh: bool = False, progress: bool = False) -> dict:
     """Stages 1-4 above in the setting of ``cfg`` (``n_experts`` experts of ``width`` neurons, routing top-``top_k``);
-    per-seed metrics at the end of each stage, JSON-safe. Seeds are batched; the only loop is over SGD steps."""
+    per-seed metrics at the end of each stage, JSON-safe. Seeds are batched; the only loop is over SGD steps.
+
+    ``init_spread``: ``None`` starts every neuron uniformly and independently; a number ``r`` starts the neurons of
+    expert m at ``unit(c_m + r g / sqrt(d))`` around one uniform direction ``c_m`` per expert (``g`` standard normal;
+    ``r = 1``: about 45 degrees from ``c_m``), an initialisation shared within each expert. Two more ablations move
+    towards the default pipeline: ``prune_cos`` prunes after stage 2 as it does (``Config.prune_cos``; top-k then
+    among the kept experts, k at most their number), ``fresh`` re-draws every neuron when stage 3 starts."""
     width, top_k = check_int("width", width, 1), check_int("top_k", top_k, 1, cfg.n_experts)
+    if init_spread is not None:
+        check_float("init_spread", init_spread, 0.0)
+    if prune_cos is not None:
+        check_float("prune_cos", prune_cos, 0.0, 1.0)
     gen, problem, dirs, means = setting(cfg, dev)
     real = dict(dtype=dirs.dtype, device=dev)
     act, value, s, m = hermite_activation(cfg.activation), hermite_value(cfg.activation), cfg.n_seeds, cfg.n_experts
@@ -75,10 +98,11 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
 
     x_fit, y_fit, _ = draw(cfg.n_fit)
     x_te, y_te, c_te = draw(cfg.n_test)
-    u = random_unit((s, m, width), cfg.d, gen, dev)  # (S, M, J, d): every expert's first layer, kept throughout
-    router = torch.zeros(s, m, cfg.d, **real)
+    u = first_layers((s, m, width), cfg.d, gen, dev, init_spread)  # (S, M, J, d): every expert's first layer
+    router, keep = torch.zeros(s, m, cfg.d, **real), torch.ones(s, m, dtype=torch.bool, device=dev)
     sums, counts = torch.zeros(s, m, cfg.d, **real), torch.zeros(s, m, **real)
-    out = {"width": width, "top_k": top_k, "n_experts": m, "n_clusters": cfg.n_clusters, "d": cfg.d}
+    out = {"width": width, "top_k": top_k, "init_spread": init_spread, "prune_cos": prune_cos, "fresh": fresh,
+           "n_experts": m, "n_clusters": cfg.n_clusters, "d": cfg.d}
     steps = [("stage 1", t1), ("stage 2", cfg.stage2_steps), ("stage 3", cfg.stage3_steps)]
     bar = runtime.progress(total=sum(n for _, n in steps), desc=f"kawata2025 two-layer C={cfg.n_clusters}",
                            enabled=progress)
@@ -90,7 +114,7 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
             elif stage == "stage 2":
                 _router_step(router, u, x, y, act, cfg.router_lr / cfg.stage2_steps, cfg.router_clip)
             else:
-                mask = (top_k_gates(x, router, top_k) > 0).transpose(1, 2).to(x.dtype)  # (S, M, B)
+                mask = (top_k_gates(x, router, top_k, keep) > 0).transpose(1, 2).to(x.dtype)  # (S, M, B)
                 n_rows = mask.sum(-1)
                 if cfg.centre:
                     sums += torch.einsum("smb,sbd->smd", mask, x)
@@ -105,8 +129,16 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
             share = np.stack([(nearest == c).mean(-1) for c in range(cfg.n_clusters)], -1).max(-1)  # (S, M)
             out["stage1_recovered"] = stage1_recovery(ov[..., :-1]).mean(1).round(4).tolist()
             out["stage1_expert_majority"] = np.median(share, 1).round(4).tolist()
+        elif stage == "stage 2":
+            if prune_cos is not None:  # as the default: by load, dropping rows near-parallel to a kept one
+                load = torch.nn.functional.one_hot(top_k_gates(x_fit, router, 1).argmax(-1), m).to(x_fit.dtype)
+                keep = prune(router, load.mean(1), prune_cos)
+                top_k = min(top_k, int(keep.sum(-1).min()))
+            if fresh:
+                u = random_unit((s, m, width), cfg.d, gen, dev)
     bar.close()
-    gates_te = top_k_gates(x_te, router, top_k)
+    out.update(top_k_used=top_k, experts_kept=keep.sum(-1).cpu().tolist())
+    gates_te = top_k_gates(x_te, router, top_k, keep)
     first = gates_te.argmax(-1)  # the top-1 expert of each test point
     counts_ce = torch.zeros(s, cfg.n_clusters, m, **real).index_put_(
         (torch.arange(s, device=dev).unsqueeze(1).expand_as(c_te), c_te, first), torch.ones_like(y_te), accumulate=True
@@ -114,7 +146,7 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
     final = overlaps(u.flatten(1, 2), dirs).cpu().numpy()  # (S, M * J, C + 1)
     view = types.SimpleNamespace(moe_overlap=final[:, None], routing_counts=counts_ce.cpu().numpy())
     centre = sums / counts.clamp_min(1).unsqueeze(-1)
-    mse = mixture_ridge_mse(features(u, x_fit, value, centre), top_k_gates(x_fit, router, top_k), y_fit,
+    mse = mixture_ridge_mse(features(u, x_fit, value, centre), top_k_gates(x_fit, router, top_k, keep), y_fit,
                             features(u, x_te, value, centre), gates_te, y_te, cfg.ridge)
     out.update(
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).round(decimals=4).cpu().tolist(),
