@@ -13,8 +13,9 @@ may share a cluster, which lowers the first and not the second), the router's wo
 - ``J = 1, top-1``: one neuron per expert kept through the stages (the default's stage-1 experts, not replaced);
 - ``J = 4`` and ``J = 16`` (the default's stage-3 width), top-1 and top-2;
 - ``J = 16``, top-1, one change each: stage 2 four times longer at the same total router step (``router_lr``; less
-  SGD noise in the router); pruning after stage 2 as the default does; fresh neurons for stage 3 as the default
-  has; the neurons of each expert started around one shared direction (``init_spread = 1``).
+  SGD noise in the router); stage 3 four times longer (more routed samples per expert); pruning after stage 2 as the
+  default does; fresh neurons for stage 3 as the default has; the neurons of each expert started around one shared
+  direction (``init_spread = 1``).
 
 The default pipeline's values are those of ``results/kawata2025-quick.json`` (the chapter puts them beside these).
 
@@ -33,11 +34,14 @@ from moetheory.papers import kawata2025 as K
 from moetheory.papers.kawata2025.twolayer import run_two_layer
 
 OUT = Path(__file__).with_suffix(".json")
-ARMS = (  # (label, width J, top-k, stage-2 length x, run_two_layer keywords)
-    ("two-layer", 1, 1, 1, {}), ("two-layer", 4, 1, 1, {}), ("two-layer", 4, 2, 1, {}),
-    ("two-layer", 16, 1, 1, {}), ("two-layer", 16, 2, 1, {}), ("two-layer, stage 2 x4", 16, 1, 4, {}),
-    ("two-layer, pruned", 16, 1, 1, {"prune_cos": 0.9}), ("two-layer, fresh stage 3", 16, 1, 1, {"fresh": True}),
-    ("two-layer, shared init", 16, 1, 1, {"init_spread": 1.0}),
+ARMS = (  # (label, width J, top-k, Config fields multiplied, run_two_layer keywords)
+    ("two-layer", 1, 1, {}, {}), ("two-layer", 4, 1, {}, {}), ("two-layer", 4, 2, {}, {}),
+    ("two-layer", 16, 1, {}, {}), ("two-layer", 16, 2, {}, {}),
+    ("two-layer, stage 2 x4", 16, 1, {"stage2_steps": 4}, {}),
+    ("two-layer, stage 3 x4", 16, 1, {"stage3_steps": 4}, {}),
+    ("two-layer, pruned", 16, 1, {}, {"prune_cos": 0.9}),
+    ("two-layer, fresh stage 3", 16, 1, {}, {"fresh": True}),
+    ("two-layer, shared init", 16, 1, {}, {"init_spread": 1.0}),
 )
 
 
@@ -55,9 +59,9 @@ def main() -> None:
         cfg = base if c == base.n_clusters else K.cluster_config(base, c)
         for label, width, top_k, longer, kwargs in ARMS:
             t0 = time.process_time()
-            cfg_run = runtime.replace_config(cfg, stage2_steps=longer * cfg.stage2_steps)
+            cfg_run = runtime.replace_config(cfg, **{key: x * getattr(cfg, key) for key, x in longer.items()})
             run = {"arm": label, **run_two_layer(cfg_run, dev, width=width, top_k=top_k, progress=True, **kwargs)}
-            run["stage2_steps"] = cfg_run.stage2_steps
+            run.update(stage2_steps=cfg_run.stage2_steps, stage3_steps=cfg_run.stage3_steps)
             run["cpu_s"] = round(time.process_time() - t0, 1)
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
