@@ -16,6 +16,15 @@ from moetheory.ledger import NOT_REPORTED, Claim, provenance_entry
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _default_dtype_restored():
+    """A test that calls ``runtime.setup`` makes float64 torch's default for its process; the next test in the same
+    xdist worker must not inherit it (a float32 comparison then fails for an unrelated reason)."""
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
 @dataclass(frozen=True)
 class ToyConfig:
     n: int = 100  # samples

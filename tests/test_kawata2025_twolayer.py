@@ -113,10 +113,10 @@ def test_router_step_of_two_layer_experts_ascends_the_mixture_output_by_autograd
 
 
 def test_tiny_two_layer_run_recovers_the_cluster_directions_and_is_deterministic():
-    dev = runtime.setup("cpu", threads=1)
-    cfg = K.config("tiny")
-    first = TL.run_two_layer(cfg, dev, width=4, top_k=2)
-    assert first == TL.run_two_layer(cfg, dev, width=4, top_k=2)
+    cfg, dev = K.config("tiny"), torch.device("cpu")
+    with runtime.precision(dev):  # float64, as `moetheory reproduce` and the chapters run it
+        first = TL.run_two_layer(cfg, dev, width=4, top_k=2)
+        assert first == TL.run_two_layer(cfg, dev, width=4, top_k=2)
     s = cfg.n_seeds
     assert first["stage1_recovered"] == [1.0] * s  # every w_c found by some neuron on every seed
     for key in ("routing_purity", "expert_purity", "router_boundary_alignment", "expert_specialisation",
