@@ -51,6 +51,14 @@ def test_top_k_gates_leave_out_experts_not_kept():
     assert torch.equal(TL.top_k_gates(x, loud, 2, keep), gates)
 
 
+def test_expert_purity_counts_shared_experts_as_pure_and_merged_clusters_as_not():
+    shared = np.array([[[30, 20, 0], [0, 0, 50]]])  # cluster 0 split over experts 0 and 1: pure
+    merged = np.array([[[50, 0, 0], [50, 0, 0]]])  # both clusters on expert 0: half the points misrouted
+    np.testing.assert_allclose(TL.expert_purity(shared), [1.0])
+    np.testing.assert_allclose(TL.expert_purity(merged), [0.5])
+    np.testing.assert_allclose(TL.expert_purity(np.array([[[40, 10], [5, 45]]])), [85 / 100])
+
+
 def test_first_layers_shared_within_an_expert_only_when_asked():
     gen = torch.Generator().manual_seed(4)
     s, m, j, d = 2, 6, 8, 64

@@ -39,7 +39,6 @@ def test_config_validation(field, value, message):
         primer.PrimerConfig(**{field: value})
 
 
-
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_schedule_of_the_steps(schedule):
     """The cosine default takes Adam's step from lr down to lr (1 + cos(pi (T-1)/T)) / 2 at the last of T steps

@@ -33,7 +33,7 @@ from moetheory.papers.kawata2025.data import sample_clusters
 from moetheory.papers.kawata2025.model import boundary_alignment, features, prune, random_unit, sgd_step
 from moetheory.papers.kawata2025.pipeline import setting
 
-__all__ = ["top_k_gates", "mixture_ridge_mse", "first_layers", "run_two_layer"]
+__all__ = ["top_k_gates", "mixture_ridge_mse", "expert_purity", "first_layers", "run_two_layer"]
 
 
 def top_k_gates(x, router, k, keep=None):
@@ -59,6 +59,13 @@ def mixture_ridge_mse(feats, gates, y, feats_test, gates_test, y_test, ridge):
     gram = phi.transpose(1, 2) @ phi + ridge * phi.shape[1] * eye
     coef = torch.linalg.solve(gram, phi.transpose(1, 2) @ y[..., None])
     return ((phi_test @ coef).squeeze(-1) - y_test).pow(2).mean(-1)
+
+
+def expert_purity(counts):
+    """Per seed, the share of points sent to an expert whose majority cluster is theirs (``counts (S, C, M)``, points
+    of cluster c routed to expert m). Unlike the routing purity it does not count several experts sharing a cluster
+    as impure."""
+    return counts.max(1).sum(-1) / counts.sum((1, 2))
 
 
 def first_layers(shape, d, gen, dev, init_spread=None):
@@ -150,8 +157,7 @@ def run_two_layer(cfg: Config, dev: torch.device, *, width: int = 16, top_k: int
                             features(u, x_te, value, centre), gates_te, y_te, cfg.ridge)
     out.update(
         routing_purity=(counts_ce.max(-1).values.sum(-1) / cfg.n_test).round(decimals=4).cpu().tolist(),
-        # each point against its expert's majority cluster: several experts may share a cluster (no pruning)
-        expert_purity=(counts_ce.max(1).values.sum(-1) / cfg.n_test).round(decimals=4).cpu().tolist(),
+        expert_purity=expert_purity(counts_ce.cpu().numpy()).round(4).tolist(),
         router_boundary_alignment=np.nanmin(boundary_alignment(router, means, counts_ce).cpu().numpy(), (1, 2))
         .round(4).tolist(),
         expert_specialisation=expert_specialisation(view).mean(1).round(4).tolist(),
