@@ -1,7 +1,7 @@
 """Wang & E (2025), the expressive power of MoE: the chapter's experiments and claims (chapter wang2025).
 
-Seven experiments, all with the paper's training recipe (Adam, lr 1e-3, batch 128, squared loss) and seeds (and
-widths) batched in one slot axis:
+Seven experiments, all with the training recipe that third-party notes give for the paper's appendix (Adam, lr 1e-3,
+batch 128, squared loss; the appendix itself was not read) and seeds (and widths) batched in one slot axis:
 
 1. construction: the untrained MoE of Corollary 4.9 on a circle in R^D (rate in m, versus E);
 2. Experiment I: a 1-layer 4-expert MoE on a circle in R^D for several ambient D (randomly embedded, or zero
@@ -67,8 +67,8 @@ MAX_RUN_SEED = (MAX_SEED - len(STEPS) + 1) // len(STEPS)
 class Config:
     n_seeds: int = 3  # independent initialisations per model, trained in one batched step
     seed: int = 0  # base seed: data, embedding, targets, initialisation and minibatches (0: the recorded runs)
-    lr: float = 1e-3  # Adam learning rate (the paper's)
-    batch_size: int = 128  # minibatch per slot (the paper's)
+    lr: float = 1e-3  # Adam learning rate (third-party notes of the paper's appendix; not read)
+    batch_size: int = 128  # minibatch per slot (third-party notes of the paper's appendix; not read)
     n_train: int = 8192  # training points (the paper's count is not stated in the main text)
     construction_dim: int = 64  # ambient D of the constructed MoE
     construction_experts: tuple[int, ...] = (2, 4, 8, 16)  # E of the construction
@@ -76,7 +76,7 @@ class Config:
     exp1_dims: tuple[int, ...] = (16, 32, 64, 128)  # ambient dimensions D (the paper's)
     exp1_width: int = 10  # expert width of the 1-4-MoE (the paper's)
     exp1_experts: int = 4  # experts (the paper's)
-    exp1_iterations: int = 2000  # Adam steps (the paper's)
+    exp1_iterations: int = 2000  # Adam steps (third-party notes of the paper's appendix; not read)
     exp1_embedding: str = "random"  # circle in R^D: random orthonormal rows, or "zero-pad" (the paper's)
     exp2_widths: tuple[int, ...] = (8, 16, 32, 64)  # expert widths m of the sweep (paper: 16..128)
     exp2_iterations: int = 2000  # Adam steps of the longest budget (third-party recipe: 5000)
@@ -157,9 +157,9 @@ PRESETS = {
                    jump_iterations=30, spiral_iterations=30, test_points=512, cube_widths=(4, 8), cube_iterations=20,
                    cube_grid=6, product_width=4, product_iterations=20),
     "quick": Config(n_seeds=5, exp2_grid=100),  # the record the notebook reads
-    # the paper's widths, D and iterations; Experiment II on the paper's tuple target only (the scalar readings are
-    # ours), with the paper-literal arms; the cube and the product at convergence (ours) are off, to fit 30 minutes
-    # of one CPU thread
+    # the paper's widths and D, the third-party notes' iterations; Experiment II on the paper's tuple target only
+    # (the scalar readings are ours), with the paper-literal arms; the cube and the product at convergence (ours)
+    # are off, to fit 30 minutes of one CPU thread
     "paper": Config(n_seeds=5, exp2_widths=(16, 32, 64, 128), exp2_iterations=5000,
                     exp2_budgets=(1000, 2000, 5000), exp2_arms=("hard", "straight"), exp2_targets=("tuple",),
                     spiral_width=32, spiral_iterations=2000, cube_widths=(), product_iterations=0),
