@@ -102,7 +102,8 @@ class Report:
 def prepare(name: str, scale: str, device: str = "auto", overrides: dict | None = None):
     """Validate everything a run needs before any work starts: (paper, config, torch.device)."""
     paper = papers.get(name)
-    runtime.check_scale(scale)
+    if scale not in paper.scales:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, paper.scales))} for {name}; got {scale!r}")
     config = paper.config(scale)
     if overrides:
         config = runtime.replace_config(config, **overrides)
@@ -215,15 +216,34 @@ def annotate_provenance(path: str | Path, revision: str | None = None) -> Path:
     return runtime.write_json_atomic(path, out)
 
 
+COLUMNS = {"quick": ("quick",), "paper": ("paper", "paper-extras")}
+"""The ledger's columns and the recorded scales each is made of: a paper whose paper-scale run is split in two
+presets (chen2022: ``paper`` and ``paper-extras``) shows both records as one paper-scale column."""
+
+
+def load_claims(name: str, column: str, results_dir: str | Path | None = RESULTS_DIR) -> Ledger | None:
+    """The claims of paper ``name`` in ledger column ``column`` (:data:`COLUMNS`): each claim from the first record
+    of the column's scales in which it ran (else from the first record); ``None`` when none is recorded."""
+    reports = [r for r in (load_report(name, s, results_dir) for s in COLUMNS[column]) if r is not None]
+    if not reports:
+        return None
+    chosen = {}
+    for report in reports:
+        for claim in report.claims:
+            if claim.id not in chosen or (claim.ran and not chosen[claim.id].ran):
+                chosen[claim.id] = claim
+    return Ledger(chosen.values())
+
+
 def _recorded_claims(name: str, results_dir) -> tuple[dict, dict]:
     """Paper ``name``'s recorded claims, each id once (the first :class:`Claim` seen over its quick and paper
-    records, in that order), and the reports by scale (``None`` where not recorded)."""
-    reports = {scale: load_report(name, scale, results_dir) for scale in ("quick", "paper")}
+    columns, in that order), and the claims by column (``None`` where not recorded)."""
+    columns = {column: load_claims(name, column, results_dir) for column in COLUMNS}
     first = {}
-    for report in reports.values():
-        for claim in report.claims if report else ():
+    for claims in columns.values():
+        for claim in claims or ():
             first.setdefault(claim.id, claim)
-    return first, reports
+    return first, columns
 
 
 def compare_claims(ours: Report, record: Report) -> list[dict]:
@@ -257,14 +277,13 @@ def _is_number(value) -> bool:
 def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     """One row per claim of paper ``name``: the paper's value beside ours at quick and at paper scale.
 
-    Reads the recorded reports ``results/<name>-quick.json`` and ``results/<name>-paper.json``; a scale that has
-    not been recorded shows "not run".
+    Reads the recorded reports ``results/<name>-<scale>.json`` of each column's scales (:func:`load_claims`); a
+    column with none recorded shows "not run".
     """
     from moetheory.ledger import NOT_RUN, side_by_side
 
-    first, reports = _recorded_claims(name, results_dir)
-    table = side_by_side({scale: report.claims if report else None for scale, report in reports.items()},
-                         verdicts=False, absent=NOT_RUN)
+    first, columns = _recorded_claims(name, results_dir)
+    table = side_by_side(columns, verdicts=False, absent=NOT_RUN)
     for key in ("statement", "provenance", "source", "criterion"):
         table[key] = [getattr(first[i], key) for i in table.index]
     columns = ["statement", "paper", "provenance", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
@@ -272,11 +291,11 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     return table[columns].astype(object)
 
 
-def _held(report: Report) -> str:
+def _held(claims: Ledger) -> str:
     """``"5 of 7 hold"``, with the claims that did not run counted apart."""
-    ran = [c for c in report.claims if c.ran]
+    ran = [c for c in claims if c.ran]
     text = f"{sum(c.holds for c in ran)} of {len(ran)} hold"
-    skipped = len(report.claims) - len(ran)
+    skipped = len(claims) - len(ran)
     return text + (f" ({skipped} not run)" if skipped else "")
 
 
@@ -287,9 +306,9 @@ def summary_table(results_dir: str | Path = RESULTS_DIR):
     rows = []
     for name in sorted(papers.TITLES):  # names only: imports no paper module
         row = {"paper": name}
-        for scale in ("quick", "paper"):
-            report = load_report(name, scale, results_dir)
-            row[f"{scale} scale"] = _held(report) if report else "not run"
+        for column in COLUMNS:
+            claims = load_claims(name, column, results_dir)
+            row[f"{column} scale"] = _held(claims) if claims else "not run"
         rows.append(row)
     return pd.DataFrame(rows, columns=["paper", "quick scale", "paper scale"]).set_index("paper")
 

@@ -9,7 +9,8 @@ other papers. A new paper module is added to :data:`TITLES` by hand (a test chec
 provides
 
 - ``Config``: a ``@dataclass`` with a comment on every default, validating itself in ``__post_init__``;
-- ``config(scale)``: the ``tiny`` / ``quick`` / ``paper`` presets;
+- ``config(scale)``: the ``tiny`` / ``quick`` / ``paper`` presets (and any further scale the paper lists in
+  ``Paper.scales``: chen2022's ``paper-extras``);
 - ``run(config, device="auto", progress=False)``: the experiment, returning a result object with ``metrics()``
   (a JSON-ready dict);
 - ``claims(result)``: a list of :class:`moetheory.ledger.Claim`;
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from moetheory.checks import check_choice
+from moetheory.checks import SCALES, check_choice
 
 TITLES: dict[str, str] = {
     "chen2022": "Chen et al. 2022: Towards Understanding the Mixture-of-Experts Layer in Deep Learning",
@@ -49,6 +50,9 @@ class Paper:
     claims: Callable[[Any], list]  # claims(result) -> list[Claim]
     # provenance_of(claim_id, config dict of the run) -> {"provenance": ..., "source": ...}, as claims() gives them
     provenance: Callable[[str, dict], dict] | None = None
+    # the scales config() accepts: the common three, and where one run at paper scale would take too long, more
+    # (chen2022: paper-extras, the parts its paper preset leaves out; the ledger merges it into the paper column)
+    scales: tuple[str, ...] = SCALES
 
 
 class PaperImportError(ImportError):

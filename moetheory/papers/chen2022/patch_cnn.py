@@ -89,8 +89,6 @@ class PatchActivationSum(torch.autograd.Function):
     def forward(ctx, x, w, b, activation, source=None, readout=None, workspace=None, group=None):
         groups, n_patches, n_filters = w.shape[0] if group is None else group.numel(), x.shape[-2], w.shape[-1]
         rows = x.shape[1] if source is None else source.numel() // groups
-        if readout is not None:  # (F, K) -> (P F, K): the sum over patches and the read-out in one product
-            readout_p = readout.repeat(n_patches, 1)
         out = x.new_empty(groups, rows, n_filters if readout is None else readout.shape[1])
         blocks = _blocks(groups, rows, _block_floats(x, n_filters, source))
         gathered, z_buffer = _buffers(x, source, blocks, n_patches * n_filters)
@@ -98,19 +96,30 @@ class PatchActivationSum(torch.autograd.Function):
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             size = groups * rows * n_patches * n_filters
             slopes = workspace[:size] if workspace is not None and workspace.numel() >= size else x.new_empty(size)
+        if readout is not None:
+            readout_t = readout.T.unsqueeze(0)  # (1, K, F)
+        wt, bt = (w, b) if readout is None else (w.transpose(-1, -2), b.transpose(-1, -2))  # (G, F, d), (G, F, 1)
         done = 0
         for g0, g1, r0, r1 in blocks:
-            shape = (g1 - g0, (r1 - r0) * n_patches, n_filters)
+            wb, bb = (wt[g0:g1], bt[g0:g1]) if group is None else (wt[group[g0:g1]], bt[group[g0:g1]])
+            xb = _x_block(x, source, rows, g0, g1, r0, r1, gathered)
+            # with a read-out, z is laid out filter-major, (G', F, R' P) = w^T x^T: with few filters, BLAS is
+            # twice as fast making a long, narrow (R' P) x F product in that layout as in the row-major one
+            shape = (g1 - g0, n_filters, (r1 - r0) * n_patches) if readout is not None else \
+                (g1 - g0, (r1 - r0) * n_patches, n_filters)
             z = z_buffer[:math.prod(shape)].view(shape)
-            wb, bb = (w[g0:g1], b[g0:g1]) if group is None else (w[group[g0:g1]], b[group[g0:g1]])
-            torch.baddbmm(bb, _x_block(x, source, rows, g0, g1, r0, r1, gathered), wb, out=z)
+            if readout is not None:
+                torch.baddbmm(bb, wb, xb.transpose(1, 2), out=z)
+            else:
+                torch.baddbmm(bb, xb, wb, out=z)
             slope = None if slopes is None else slopes[done:done + z.numel()].view(shape)
             done += z.numel()
             z = ACTIVATE[activation](z, slope)
             if readout is None:
                 torch.sum(z.view(g1 - g0, r1 - r0, n_patches, -1), 2, out=out[g0:g1, r0:r1])
-            else:
-                torch.matmul(z.view(g1 - g0, r1 - r0, -1), readout_p, out=out[g0:g1, r0:r1])
+            else:  # (1, K, F) @ (G', F, R' P), summed over the patches -> (G', R', K)
+                h = torch.matmul(readout_t, z).view(g1 - g0, -1, r1 - r0, n_patches).sum(-1)
+                out[g0:g1, r0:r1] = h.transpose(1, 2)
         ctx.save_for_backward(x, source, readout, slopes, group)
         ctx.scale, ctx.shape = SLOPE_SCALE.get(activation, 1.0), (groups, n_patches, w.shape[-2:])
         ctx.n_weights = w.shape[0]
@@ -133,18 +142,28 @@ class PatchActivationSum(torch.autograd.Function):
             gh = grad[g0:g1, r0:r1]  # upstream gradient of h for this block (G', R', F)
             if readout is not None:  # an outer product when K = 1 (a matrix product with K = 1 is slow on CPUs)
                 gh = gh * readout[0] if readout.shape[0] == 1 else gh @ readout
-            shape = (g1 - g0, r1 - r0, n_patches, n_filters)
+            xb = _x_block(x, source, rows, g0, g1, r0, r1, gathered)
+            if readout is None:
+                shape = (g1 - g0, r1 - r0, n_patches, n_filters)
+                gh = gh.unsqueeze(2)
+            else:  # filter-major as in the forward pass: (G', F, R', P)
+                shape = (g1 - g0, n_filters, r1 - r0, n_patches)
+                gh = gh.transpose(1, 2).unsqueeze(-1)
             slope = slopes[done:done + math.prod(shape)].view(shape)
             done += slope.numel()
-            dz = torch.mul(slope, gh.unsqueeze(2), out=dz_buffer[:slope.numel()].view(shape))
-            dz = dz.view(g1 - g0, -1, n_filters)
-            xb = _x_block(x, source, rows, g0, g1, r0, r1, gathered)
+            dz = torch.mul(slope, gh, out=dz_buffer[:slope.numel()].view(shape))
+            if readout is None:
+                dz = dz.view(g1 - g0, -1, n_filters)
+                dw, db = torch.bmm(xb.transpose(1, 2), dz), dz.sum(1, keepdim=True)
+            else:  # (G', F, R' P) @ (G', R' P, d): the fast layout again
+                dz = dz.view(g1 - g0, n_filters, -1)
+                dw, db = torch.bmm(dz, xb).transpose(1, 2), dz.sum(2).unsqueeze(1)
             if group is None:
-                gw[g0:g1].baddbmm_(xb.transpose(1, 2), dz)
-                gb[g0:g1] += dz.sum(1, keepdim=True)
+                gw[g0:g1] += dw
+                gb[g0:g1] += db
             else:
-                gw.index_add_(0, group[g0:g1], torch.bmm(xb.transpose(1, 2), dz))
-                gb.index_add_(0, group[g0:g1], dz.sum(1, keepdim=True))
+                gw.index_add_(0, group[g0:g1], dw)
+                gb.index_add_(0, group[g0:g1], db)
         return None, gw, gb, None, None, None, None, None
 
 
