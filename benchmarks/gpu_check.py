@@ -33,6 +33,7 @@ import torch
 from moetheory import papers, runtime
 from moetheory.reproduce import RESULTS_DIR, compare_claims, load_report, reproduce
 
+EXTRA_SCALES = ("paper-extras",)  # scales only some papers define (Paper.scales): run for those alone
 DEFAULT_OUT = runtime.REPO_ROOT / "benchmarks" / "gpu-timings.json"
 TORCH_NOTE = ("The GPU machine runs its own torch, which can differ from the pin in requirements.txt (2.11 was seen "
               "there); the package must not use torch APIs newer than that.")
@@ -40,8 +41,9 @@ TORCH_NOTE = ("The GPU machine runs its own torch, which can differ from the pin
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", nargs="+", choices=runtime.SCALES, default=list(runtime.SCALES),
-                        help="presets to run, in this order (default: tiny quick paper)")
+    parser.add_argument("--scales", nargs="+", choices=(*runtime.SCALES, *EXTRA_SCALES), default=list(runtime.SCALES),
+                        help="presets to run, in this order (default: tiny quick paper; paper-extras: the papers "
+                             "that define it, chen2022)")
     parser.add_argument("--papers", nargs="+", metavar="NAME", help="registered papers (default: all)")
     parser.add_argument("--budget-s", type=float, default=480.0,
                         help="wall-clock seconds for all runs; later runs are skipped, a late one abandoned")
@@ -154,10 +156,11 @@ def run_one(name: str, scale: str, dev: torch.device, results_dir: Path) -> dict
     }
 
 
-def predicted_s(name: str, runs: list[dict], results_dir: Path) -> float | None:
-    """A paper-scale time: this GPU's quick time times the CPU records' paper/quick ratio (``None``: unknown)."""
+def predicted_s(name: str, runs: list[dict], results_dir: Path, scale: str = "paper") -> float | None:
+    """A paper-scale time (``scale``: paper or paper-extras): this GPU's quick time times the CPU records'
+    ``scale``/quick ratio (``None``: unknown)."""
     quick = next((r for r in runs if r["paper"] == name and r["scale"] == "quick" and r["status"] == "ok"), None)
-    cpu = [load_report(name, s, results_dir) for s in ("quick", "paper")]
+    cpu = [load_report(name, s, results_dir) for s in ("quick", scale)]
     if quick is None or None in cpu or cpu[0].elapsed_s <= 0:
         return None
     return quick["elapsed_s"] * cpu[1].elapsed_s / cpu[0].elapsed_s
@@ -211,9 +214,10 @@ class Check:
 
         Quick and paper runs go cheapest first, so that one long run cannot starve the others: quick by its CPU
         record's time, paper by its prediction; unknown last."""
-        items = [(name, predicted_s(name, self.doc["runs"], self.args.results) if scale == "paper" else None)
-                 for name in self.args.papers]
-        if scale == "paper":
+        long = scale in ("paper", *EXTRA_SCALES)
+        items = [(name, predicted_s(name, self.doc["runs"], self.args.results, scale) if long else None)
+                 for name in self.args.papers if scale in runtime.SCALES or scale in papers.get(name).scales]
+        if long:
             items.sort(key=lambda item: (item[1] is None, item[1] or 0.0))
         elif scale == "quick":
             records = {name: load_report(name, scale, self.args.results) for name, _ in items}

@@ -1,6 +1,8 @@
 """Tests of chen2022's ablations: the official load-balancing loss, the router without noise, the fixed-noise and
 no-early-stopping modes of the official entropy notebooks."""
 
+import re
+
 import pytest
 import torch
 
@@ -195,3 +197,36 @@ def test_balance_claims_hold_inside_the_third_party_band_and_fail_outside():
     bad = verdicts(98.6, 1.35)
     assert {i for i, h in bad.items() if not h} == {"chen2022/load-balancing-nonlinear-accuracy",
                                                     "chen2022/load-balancing-linear-entropy"}
+
+
+def _parts(cfg) -> dict:
+    """What a config runs, part by part (truthy: runs)."""
+    return {"table 1": cfg.table1, "softmax gate": cfg.ablation, "ablations": cfg.extra_ablations,
+            "theorem 4.1": cfg.bound_settings, "entropy protocol": cfg.entropy_settings,
+            "width sweep": cfg.sweep_settings, "fashion-mnist": cfg.fmnist_per_class}
+
+
+def test_paper_and_paper_extras_split_the_paper_scale_run_with_each_part_in_one():
+    paper, extra = chen2022.config("paper"), chen2022.config("paper-extras")
+    runs = {name: (bool(a), bool(b)) for (name, a), b in zip(_parts(paper).items(), _parts(extra).values(),
+                                                              strict=True)}
+    assert runs["table 1"] == (True, False) and all(a != b for a in (True,) for a, b in runs.values())
+    # otherwise the same: the paper's sizes, seeds and epochs in both
+    assert {k: v for k, v in runtime.config_dict(paper).items() if k not in PART_FIELDS} == \
+        {k: v for k, v in runtime.config_dict(extra).items() if k not in PART_FIELDS}
+    assert chen2022.PAPER.scales == ("tiny", "quick", "paper", "paper-extras")
+
+
+PART_FIELDS = {"table1", "ablation", "extra_ablations", "bound_settings", "entropy_settings", "sweep_settings",
+               "fmnist_per_class"}
+
+
+def test_without_table_1_only_the_other_parts_run_and_its_claims_are_not_run():
+    cfg = chen2022.Config(**{**runtime.config_dict(chen2022.config("tiny")), "table1": False, "fmnist_per_class": 0,
+                             "sweep_settings": (), "entropy_settings": (), "extra_ablations": ()})
+    result = chen2022.run(cfg, device="cpu")
+    assert result.moe == {} and result.single == {} and result.ablation is not None and result.bound
+    claims = {c.id: c for c in chen2022.claims(result)}
+    table1 = [c for i, c in claims.items() if re.fullmatch(r"chen2022/((s[234]-)?moe|single)-(non)?linear-\w+", i)]
+    assert len(table1) == 18 and all(c.reproduced == "not run" and c.holds is None for c in table1)
+    assert claims["chen2022/single-expert-bound"].ran and claims["chen2022/bound-positive-control"].ran

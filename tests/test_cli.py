@@ -49,6 +49,9 @@ def test_json_output_has_the_contract_fields(capsys, toy_registry, tmp_path):
     [
         (["reproduce", "nope"], "paper must be one of"),
         (["reproduce", "toy", "--scale", "huge"], ("--scale", "'huge'", "tiny", "quick", "paper")),
+        # a scale of another paper (chen2022's paper-extras): refused before anything runs, naming the paper
+        (["reproduce", "toy", "--scale", "paper-extras"], ("scale must be one of 'tiny', 'quick', 'paper' for toy",
+                                                            "got 'paper-extras'")),
         (["reproduce", "toy", "--device", "tpu"], ("--device", "'tpu'", "auto", "cpu", "cuda")),
         (["reproduce", "toy", "--set", "m=3"], "unknown field 'm' for ToyConfig; allowed: n, threshold, fail"),
         (["reproduce", "toy", "--set", "treshold=1"], ("toy: --set: unknown field 'treshold'",

@@ -100,6 +100,14 @@ def test_quick_runs_go_cheapest_first_by_their_cpu_record(tmp_path, monkeypatch)
     assert [name for name, _ in check.plan("tiny")] == ["slow", "unrecorded", "fast"]  # tiny: as registered
 
 
+def test_a_scale_only_some_papers_define_runs_for_those_alone(tmp_path):
+    args = gpu_check.parse_args(["--device", "cpu", "--results", str(tmp_path), "--out", str(tmp_path / "t.json"),
+                                 "--scales", "paper-extras"])
+    check = gpu_check.Check(args, torch.device("cpu"))
+    assert check.plan("paper-extras") == [("chen2022", None)]  # no quick GPU run yet: no prediction
+    assert len(check.plan("paper")) == len(args.papers)
+
+
 def replace_elapsed(seconds: float):
     return type("Record", (), {"elapsed_s": seconds})()
 

@@ -16,6 +16,7 @@ from moetheory.reproduce import (
     Report,
     current_config,
     gpu_run,
+    load_claims,
     load_report,
     reproduce,
     summary_table,
@@ -30,7 +31,7 @@ def test_results_file_is_a_complete_report_of_a_registered_paper(path):
     report = Report.from_json(json.loads(path.read_text()))
     assert path.name == f"{report.paper}-{report.scale}.json"
     assert report.paper in papers.registry()
-    assert report.scale in ("tiny", "quick", "paper")
+    assert report.scale in papers.get(report.paper).scales
     assert all(c.id.startswith(f"{report.paper}/") for c in report.claims)
     assert report.versions["torch"] and report.git_revision and report.config
     assert report.elapsed_s > 0
@@ -145,12 +146,38 @@ def test_every_registered_paper_has_a_quick_record():
 
 
 @pytest.mark.parametrize("name", sorted(papers.registry()))
-def test_quick_and_paper_records_list_the_same_claims(name):
-    quick, paper = (Path(RESULTS_DIR) / f"{name}-{scale}.json" for scale in ("quick", "paper"))
-    if not (quick.exists() and paper.exists()):
-        pytest.skip("paper scale not recorded")
-    ids = [{c["id"] for c in json.loads(p.read_text())["claims"]} for p in (quick, paper)]
-    assert ids[0] == ids[1]
+def test_every_record_of_a_paper_lists_the_same_claims(name):
+    paths = [Path(RESULTS_DIR) / f"{name}-{scale}.json" for scale in papers.get(name).scales if scale != "tiny"]
+    found = [p for p in paths if p.exists()]
+    if len(found) < 2:
+        pytest.skip("one scale recorded")
+    ids = [{c["id"] for c in json.loads(p.read_text())["claims"]} for p in found]
+    assert all(i == ids[0] for i in ids)
+
+
+def test_a_split_paper_scale_shows_each_claim_from_the_record_that_ran_it(tmp_path):
+    data = json.loads((Path(RESULTS_DIR) / "hermite-quick.json").read_text())
+    ids = [c["id"] for c in data["claims"]]
+    first, second = json.loads(json.dumps(data)), json.loads(json.dumps(data))
+    for i, claim in enumerate(first["claims"]):  # the paper preset runs the even claims ...
+        if i % 2:
+            claim.update(reproduced=NOT_RUN, holds=None)
+    for i, claim in enumerate(second["claims"]):  # ... paper-extras the odd ones, and one of them fails there
+        if i % 2 == 0:
+            claim.update(reproduced=NOT_RUN, holds=None)
+    second["claims"][1].update(reproduced=-1.0, holds=False)
+    assert load_claims("hermite", "paper", tmp_path) is None  # nothing recorded
+    (tmp_path / "hermite-paper.json").write_text(json.dumps(first))
+    alone = load_claims("hermite", "paper", tmp_path)
+    assert [c.id for c in alone] == ids and sum(c.ran for c in alone) == (len(ids) + 1) // 2
+    (tmp_path / "hermite-paper-extras.json").write_text(json.dumps(second))
+    merged = {c.id: c for c in load_claims("hermite", "paper", tmp_path)}
+    assert list(merged) == ids and all(c.ran for c in merged.values())
+    assert merged[ids[1]].holds is False and merged[ids[1]].reproduced == -1.0  # from paper-extras
+    assert merged[ids[0]].reproduced == data["claims"][0]["reproduced"]  # from paper
+    held = sum(c["holds"] is True for c in data["claims"]) - (data["claims"][1]["holds"] is True)
+    assert summary_table(tmp_path).loc["hermite", "paper scale"] == f"{held} of {len(ids)} hold"
+    assert load_claims("hermite", "quick", tmp_path) is None  # a column reads only its own scales
 
 
 def test_compare_claims_reports_verdicts_and_value_gaps():

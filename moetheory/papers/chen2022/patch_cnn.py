@@ -59,7 +59,8 @@ ACTIVATE = {"cubic": _cubic, "relu": _relu, "tanh": _tanh, "gelu": _gelu, "sigmo
 SLOPE_SCALE = {"cubic": 3.0}
 CHUNK_FLOATS = 1 << 19
 """Floats in one block: its pre-activations, plus its rows when they are gathered (2 MiB of float32, the size of
-the per-core L2 cache of the machine this was tuned on)."""
+the per-core L2 cache of the machine this was tuned on; 4 MiB in the chapters' float64, which measured as fast as
+1-2 MiB blocks on a host with 1 MiB of L2: per-block overhead and cache misses roughly balance)."""
 
 
 class PatchActivationSum(torch.autograd.Function):
@@ -71,7 +72,10 @@ class PatchActivationSum(torch.autograd.Function):
     tensor the size of all ``z``) for the backward pass, which then needs one matrix product per block.
 
     With ``readout`` ``(F, K)`` the output is ``h @ readout`` ``(G, R, K)`` instead of ``h``, one small product per
-    block (the MoE reads out only the margin between the two class halves).
+    block (the MoE reads out only the margin between the two class halves). ``z`` is then laid out filter-major,
+    ``(G', F, R' P)``, made as ``w^T x^T`` and its weight gradient as ``dz^T x``: with the MoE's few filters per
+    expert (16) BLAS runs these long, narrow products about twice as fast in that layout as ``x w`` and ``x^T dz``
+    (``benchmarks/chen2022.py``).
 
     With ``group`` ``(G,)``, ``w`` and ``b`` hold one filter bank per expert and group ``g`` uses bank
     ``group[g]`` (gathered block by block; the gradients are summed per bank).
