@@ -33,7 +33,6 @@ import torch
 from moetheory import papers, runtime
 from moetheory.reproduce import RESULTS_DIR, compare_claims, load_report, reproduce
 
-EXTRA_SCALES = ("paper-extras",)  # scales only some papers define (Paper.scales): run for those alone
 DEFAULT_OUT = runtime.REPO_ROOT / "benchmarks" / "gpu-timings.json"
 TORCH_NOTE = ("The GPU machine runs its own torch, which can differ from the pin in requirements.txt (2.11 was seen "
               "there); the package must not use torch APIs newer than that.")
@@ -41,7 +40,8 @@ TORCH_NOTE = ("The GPU machine runs its own torch, which can differ from the pin
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", nargs="+", choices=(*runtime.SCALES, *EXTRA_SCALES), default=list(runtime.SCALES),
+    parser.add_argument("--scales", nargs="+", choices=(*runtime.SCALES, *papers.EXTRA_SCALES),
+                        default=list(runtime.SCALES),
                         help="presets to run, in this order (default: tiny quick paper; paper-extras: the papers "
                              "that define it, chen2022)")
     parser.add_argument("--papers", nargs="+", metavar="NAME", help="registered papers (default: all)")
@@ -214,7 +214,7 @@ class Check:
 
         Quick and paper runs go cheapest first, so that one long run cannot starve the others: quick by its CPU
         record's time, paper by its prediction; unknown last."""
-        long = scale in ("paper", *EXTRA_SCALES)
+        long = scale in ("paper", *papers.EXTRA_SCALES)
         items = [(name, predicted_s(name, self.doc["runs"], self.args.results, scale) if long else None)
                  for name in self.args.papers if scale in runtime.SCALES or scale in papers.get(name).scales]
         if long:

@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from moetheory import papers
-from moetheory.checks import DEVICES
+from moetheory.checks import DEVICES, SCALES
 
 EXIT_HOLD, EXIT_FAIL, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 ENV_TRACEBACK = "MOETHEORY_TRACEBACK"
@@ -75,7 +75,7 @@ def _main_epilog() -> str:
 def _reproduce_epilog() -> str:
     """The help after reproduce's options; imports every paper module (for their config fields), so it is built
     only when the help is printed."""
-    scales = "".join(f"  {scale:<12} {text}\n" for scale, text in SCALE_HELP.items())
+    scales = "".join(f"  {scale:<12} {SCALE_HELP[scale]}\n" for scale in (*SCALES, *papers.EXTRA_SCALES))
     return (f"papers (NAME):\n{_papers_help()}\nscales (--scale):\n{scales}\n{EXIT_HELP}\n{SET_HELP}"
             + "".join(_fields_help(name) for name in sorted(papers.TITLES)))
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run each named paper's experiment at a scale and check its claims.",
                          epilog_of=_reproduce_epilog)
     rep.add_argument("names", nargs="+", metavar="NAME", help="registered paper names (listed below)")
-    rep.add_argument("--scale", default="quick", choices=tuple(SCALE_HELP),
+    rep.add_argument("--scale", default="quick", choices=(*SCALES, *papers.EXTRA_SCALES),
                      help="experiment size (default quick; below)")
     rep.add_argument("--device", default="auto", choices=DEVICES,
                      help="default auto: $MOETHEORY_DEVICE if set, else cuda if available, else cpu")

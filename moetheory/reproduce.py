@@ -216,7 +216,8 @@ def annotate_provenance(path: str | Path, revision: str | None = None) -> Path:
     return runtime.write_json_atomic(path, out)
 
 
-COLUMNS = {"quick": ("quick",), "paper": ("paper", "paper-extras")}
+COLUMNS = {column: (column, *(s for s, joins in papers.EXTRA_SCALES.items() if joins == column))
+           for column in ("quick", "paper")}
 """The ledger's columns and the recorded scales each is made of: a paper whose paper-scale run is split in two
 presets (chen2022: ``paper`` and ``paper-extras``) shows both records as one paper-scale column."""
 
@@ -282,8 +283,8 @@ def claims_table(name: str, results_dir: str | Path = RESULTS_DIR):
     """
     from moetheory.ledger import NOT_RUN, side_by_side
 
-    first, columns = _recorded_claims(name, results_dir)
-    table = side_by_side(columns, verdicts=False, absent=NOT_RUN)
+    first, by_column = _recorded_claims(name, results_dir)
+    table = side_by_side(by_column, verdicts=False, absent=NOT_RUN)
     for key in ("statement", "provenance", "source", "criterion"):
         table[key] = [getattr(first[i], key) for i in table.index]
     columns = ["statement", "paper", "provenance", "ours (quick)", "holds (quick)", "ours (paper)", "holds (paper)",
